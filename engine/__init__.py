@@ -1,0 +1,1 @@
+"""The tuitune engine: the worker process, and the only package that imports torch & co."""

@@ -1,0 +1,57 @@
+"""`python -m engine run RUN_ID [--resume]` · `python -m engine predict RUN_ID TEXT` ·
+`python -m engine serve RUN_ID` (JSON lines on stdin/stdout) · `python -m engine merge RUN_ID`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    p = argparse.ArgumentParser(prog="python -m engine")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("run_id", type=int)
+    r.add_argument("--resume", action="store_true")
+    pr = sub.add_parser("predict")
+    pr.add_argument("run_id")
+    pr.add_argument("text")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--base", action="store_true", help="the base model, before fine-tuning")
+    s = sub.add_parser("serve")
+    s.add_argument("run_id")
+    m = sub.add_parser("merge")
+    m.add_argument("run_id", type=int)
+    m.add_argument("--out")
+    args = p.parse_args(argv)
+
+    from tuitune.errors import TuituneError
+
+    if args.cmd == "run":
+        from engine.runner import main as run_main
+
+        return run_main(args.run_id, resume=args.resume)
+    try:
+        from engine import predict
+
+        if args.cmd == "predict":
+            pred = predict.Predictor.for_run(args.run_id, base=args.base)
+            print(json.dumps(pred.predict(args.text, top_k=args.top_k)))
+            return 0
+        if args.cmd == "serve":
+            return predict.serve(args.run_id)
+        if args.cmd == "merge":
+            print(json.dumps({"path": str(predict.merge(args.run_id, args.out))}))
+            return 0
+    except TuituneError as err:
+        print(json.dumps({"error": str(err)}))
+        return 2
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,144 @@
+"""The bridge from Hugging Face's Trainer to the run history.
+
+`HistoryCallback` writes every logged value (floats from `state.log_history`, never parsed from
+stdout), evaluations, checkpoints and the step; it turns a stop request (SIGTERM, Ctrl-C in the
+CLI, the UI's stop key, `tuitune stop`) into a graceful stop with a checkpoint.
+`SystemSampler` writes CPU/RAM/GPU readings ~1/s and a heartbeat from a background thread.
+Only the main process (rank 0) writes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Optional
+
+from transformers import TrainerCallback
+
+from tuitune import sysmon
+from tuitune.history import History
+
+
+class StopFlag:
+    """Set by a signal handler or a stop request in the history; read at every step."""
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.reason: Optional[str] = None
+
+    def set(self, reason: str) -> None:
+        if not self.event.is_set():
+            self.reason = reason
+            self.event.set()
+
+    def __bool__(self) -> bool:
+        return self.event.is_set()
+
+
+def metric_key(k: str) -> str:
+    if k.startswith("eval_"):
+        return "eval/" + k[5:]
+    if k.startswith("test_"):
+        return "test/" + k[5:]
+    return "train/" + k
+
+
+class HistoryCallback(TrainerCallback):
+    def __init__(self, history: Optional[History], run_id: int, stop: StopFlag, task, counter=None,
+                 poll_s: float = 1.0):
+        self.h = history
+        self.run_id = run_id
+        self.stop = stop
+        self.task = task
+        self.counter = counter
+        self.poll_s = poll_s
+        self._last_poll = 0.0
+        self._last_log_t: Optional[float] = None
+        self._last_tokens = 0
+        self._last_samples = 0
+        self.stopped_at: Optional[int] = None
+        self.phase = "eval"  # the runner sets "baseline" / "final" / "test" around its own evaluations
+
+    def _main(self, state) -> bool:
+        return self.h is not None and state.is_world_process_zero
+
+    def on_train_begin(self, args, state, control, **kw):
+        if self._main(state):
+            self.h.update_run(self.run_id, max_steps=state.max_steps)
+        self._last_log_t = time.perf_counter()
+        if self.counter is not None:
+            self._last_tokens, self._last_samples = self.counter.tokens, self.counter.samples
+
+    def on_step_end(self, args, state, control, **kw):
+        now = time.monotonic()
+        if self.h is not None and now - self._last_poll >= self.poll_s:
+            self._last_poll = now
+            if self.h.stop_requested(self.run_id):
+                self.stop.set("stop requested")
+        if self.stop:
+            control.should_training_stop = True
+            control.should_save = True
+            self.stopped_at = state.global_step
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kw):
+        if not self._main(state) or not logs:
+            return
+        values = {metric_key(k): v for k, v in logs.items() if isinstance(v, (int, float))}
+        if any(k.startswith("train/") for k in values) and "train/loss" in values:
+            t = time.perf_counter()
+            if self.counter is not None and self._last_log_t is not None and t > self._last_log_t:
+                dt = t - self._last_log_t
+                # counts are per process; with DDP the whole run does world_size times as much
+                world = max(1, args.world_size)
+                values["train/tokens_per_second"] = (self.counter.tokens - self._last_tokens) * world / dt
+                values["train/samples_per_second"] = (self.counter.samples - self._last_samples) * world / dt
+                self._last_tokens, self._last_samples = self.counter.tokens, self.counter.samples
+            self._last_log_t = t
+        if any(k.startswith("eval/") for k in values):
+            values = {k: v for k, v in values.items() if not k.startswith("train/")}
+        self.h.log_metrics(self.run_id, state.global_step, values)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kw):
+        # The runner records its own (baseline/final/test) evaluations; this records periodic ones.
+        if self._main(state) and metrics and self.phase == "eval":
+            m = self.task.postprocess_eval(dict(metrics))
+            self.h.log_evaluation(self.run_id, "eval", state.global_step, m)
+            extra = {metric_key(k): v for k, v in m.items() if k not in metrics}
+            if extra:
+                self.h.log_metrics(self.run_id, state.global_step, extra)
+
+    def on_save(self, args, state, control, **kw):
+        if self._main(state):
+            self.h.log_event(self.run_id, "checkpoint", f"checkpoint-{state.global_step}", step=state.global_step)
+
+
+class SystemSampler(threading.Thread):
+    """CPU, RAM and GPU readings ~1/s, plus the run's heartbeat. Its own connection."""
+
+    def __init__(self, db_path, run_id: int, interval_s: float = 1.0, step_fn=None):
+        super().__init__(daemon=True, name="tuitune-sysmon")
+        self.db_path = db_path
+        self.run_id = run_id
+        self.interval_s = interval_s
+        self.step_fn = step_fn or (lambda: None)
+        self._halt = threading.Event()
+
+    def run(self):
+        h = History(self.db_path)
+        try:
+            import psutil
+
+            psutil.cpu_percent(interval=None)  # the first reading is always 0.0
+        except Exception:
+            pass
+        while not self._halt.wait(self.interval_s):
+            try:
+                h.log_system(self.run_id, sysmon.sample(), step=self.step_fn())
+                h.heartbeat(self.run_id)
+            except Exception:
+                pass  # a busy database or a full disk must not kill training; the next tick retries
+        h.close()
+
+    def halt(self):
+        self._halt.set()

@@ -1,0 +1,292 @@
+"""One run, start to finish: config → data → model → method → Trainer → history → saved model.
+
+Reads its config from the history row (written by the launcher), writes everything it does back
+to the history, and ends the run as completed, stopped (graceful, with a checkpoint) or failed
+(with a one-line message that says what to change). The full traceback of an unexpected error
+goes to `runs/<id>/engine.log`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Optional
+
+from tuitune.config import RunConfig
+from tuitune.errors import TuituneError
+from tuitune.history import History
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def mixed_precision(cfg: RunConfig) -> dict[str, bool]:
+    import torch
+
+    mp = cfg.training.mixed_precision
+    cuda = torch.cuda.is_available() and not cfg.training.use_cpu
+    if mp == "auto":
+        if cuda and torch.cuda.is_bf16_supported():
+            mp = "bf16"
+        elif cuda:
+            mp = "fp16"
+        else:
+            mp = "no"
+    if mp == "fp16" and not cuda:
+        raise TuituneError("training.mixed_precision fp16 needs a CUDA GPU: use auto, bf16 or no")
+    return {"bf16": mp == "bf16", "fp16": mp == "fp16"}
+
+
+def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=None, **extra: Any):
+    from transformers import TrainingArguments
+
+    t = cfg.training
+    per_epoch = t.eval_steps is None
+    best_metric = task.trainer_metric()
+    kw: dict[str, Any] = dict(
+        output_dir=str(output_dir),
+        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
+        per_device_train_batch_size=t.per_device_train_batch_size,
+        per_device_eval_batch_size=t.per_device_eval_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        learning_rate=t.learning_rate, weight_decay=t.weight_decay, lr_scheduler_type=t.lr_scheduler_type,
+        warmup_steps=t.warmup_steps, optim=t.optim, max_grad_norm=t.max_grad_norm,
+        seed=t.seed, data_seed=t.seed,
+        logging_steps=t.logging_steps, logging_first_step=True,
+        eval_strategy="epoch" if per_epoch else "steps", eval_steps=t.eval_steps,
+        save_strategy="epoch" if per_epoch and not t.save_steps else "steps",
+        save_steps=t.save_steps or t.eval_steps or 500, save_total_limit=t.save_total_limit,
+        load_best_model_at_end=t.early_stopping_patience is not None,
+        metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better if best_metric != "loss" else False,
+        report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
+        dataloader_num_workers=t.dataloader_num_workers,
+        gradient_checkpointing=t.gradient_checkpointing,
+        **mixed_precision(cfg),
+    )
+    kw.update(extra)
+    return (args_class or TrainingArguments)(**kw)
+
+
+class Run:
+    """Everything one run builds; `execute()` does the work."""
+
+    def __init__(self, run_id: int, *, resume: bool = False, history: Optional[History] = None):
+        self.run_id = run_id
+        self.resume = resume
+        self.main = rank() == 0
+        self.h = history or History()
+        row = self.h.get_run(run_id) if self.main else self._row_no_refresh(run_id)
+        self.row = row
+        self.cfg = RunConfig.model_validate(row["config"])
+        self.run_dir = Path(row["run_dir"]) if row.get("run_dir") else Path.cwd()
+        from engine.callbacks import StopFlag
+
+        self.stop = StopFlag()
+
+    def _row_no_refresh(self, run_id: int) -> dict:
+        r = self.h.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
+        d = dict(r)
+        d["config"] = json.loads(d["config"])
+        return d
+
+    # -- building ---------------------------------------------------------------------------------
+    def build(self):
+        from engine import methods, models
+        from engine.callbacks import HistoryCallback
+        from engine.tasks import TokenCounter, get_task
+
+        cfg = self.cfg
+        self.task = task = get_task(cfg)
+        self.model_path = models.resolve(cfg.model.name_or_path)
+        self.tokenizer = models.load_tokenizer(cfg, self.model_path)
+        self.dataset = task.prepare(self.tokenizer)
+        model = task.load_model(self.model_path)
+        model = methods.apply_method(model, cfg, task)
+        self.model = model
+        trainable, total = methods.count_parameters(model)
+        if trainable == 0:
+            raise TuituneError(f"method {cfg.method.name} left no trainable parameters in this model")
+        if self.main:
+            self.h.update_run(self.run_id, trainable_params=trainable, total_params=total,
+                              main_metric=task.main_metric)
+            self.h.log_event(self.run_id, "model",
+                             f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
+        self.counter = TokenCounter(task.collator(self.tokenizer))
+        self.callback = HistoryCallback(self.h if self.main else None, self.run_id, self.stop, task, self.counter)
+        self.trainer = task.build_trainer(self, self.callback)
+        return self.trainer
+
+    # -- running ----------------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def handler(signum, frame):
+            self.stop.set(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+        if hasattr(signal, "SIGHUP"):
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
+
+    def _evaluate(self, phase: str, dataset=None, prefix: str = "eval") -> dict[str, float]:
+        self.callback.phase = phase
+        try:
+            metrics = self.trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)
+        finally:
+            self.callback.phase = "eval"
+        metrics = self.task.postprocess_eval(dict(metrics))
+        if self.main:
+            self.h.log_evaluation(self.run_id, phase, self.trainer.state.global_step, metrics)
+        return metrics
+
+    def _last_checkpoint(self) -> Optional[str]:
+        from tuitune.launcher import checkpoints
+
+        d = self.run_dir / "checkpoints"
+        found = [p for p in d.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+        found.sort(key=lambda p: int(p.name.split("-")[-1]))
+        return str(found[-1]) if found else None
+
+    def execute(self) -> int:
+        """Returns the process exit code (0 completed or stopped, 1 failed)."""
+        from engine.callbacks import SystemSampler
+
+        self._install_signals()
+        h = self.h
+        sampler = None
+        if self.main:
+            h.update_run(self.run_id, pid=self.row.get("pid") if self.cfg.training.processes > 1 else os.getpid())
+            h.set_status(self.run_id, "running")
+            sampler = SystemSampler(h.path, self.run_id, step_fn=lambda: getattr(
+                getattr(getattr(self, "trainer", None), "state", None), "global_step", None))
+            sampler.start()
+        try:
+            return self._execute()
+        except TuituneError as err:
+            return self._fail(str(err))
+        except Exception as err:  # noqa: BLE001 - the last line of defence: one line to the user
+            traceback.print_exc()
+            return self._fail(describe_exception(err, self.cfg))
+        finally:
+            if sampler is not None:
+                sampler.halt()
+
+    def _fail(self, message: str) -> int:
+        print(f"tuitune: run {self.run_id} failed: {message}", file=sys.stderr, flush=True)
+        if self.main:
+            self.h.set_status(self.run_id, "failed", error=message)
+        return 1
+
+    def _execute(self) -> int:
+        import torch
+
+        cfg, h = self.cfg, self.h
+        attempts = 0
+        while True:
+            try:
+                self.build()
+                resume_from = self._last_checkpoint() if self.resume else None
+                if self.resume and resume_from is None:
+                    raise TuituneError(f"run {self.run_id} has no checkpoint to resume from")
+                if resume_from and self.main:
+                    step = int(resume_from.rsplit("-", 1)[-1])
+                    h.truncate_after(self.run_id, step)
+                if cfg.evaluation.baseline and not resume_from and attempts == 0:
+                    base = self._evaluate("baseline")
+                    key = f"eval_{self.task.main_metric}"
+                    if self.main and key in base:
+                        h.update_run(self.run_id, baseline_value=base[key])
+                self.trainer.train(resume_from_checkpoint=resume_from)
+                break
+            except (torch.OutOfMemoryError, MemoryError) as err:
+                traceback.print_exc()
+                t = cfg.training
+                if not t.auto_retry_oom or t.per_device_train_batch_size <= 1 or attempts >= 4:
+                    raise TuituneError(oom_message(cfg)) from err
+                attempts += 1
+                new_bs = t.per_device_train_batch_size // 2
+                new_acc = t.gradient_accumulation_steps * 2
+                msg = (f"out of memory at batch {t.per_device_train_batch_size}: retrying with "
+                       f"per_device_train_batch_size={new_bs}, gradient_accumulation_steps={new_acc}")
+                print(msg, file=sys.stderr, flush=True)
+                t.per_device_train_batch_size, t.gradient_accumulation_steps = new_bs, new_acc
+                if self.main:
+                    h.log_event(self.run_id, "oom_retry", msg)
+                    h.update_run(self.run_id, config=json.dumps(cfg.model_dump(mode="json")))
+                self._free()
+
+        if self.stop:
+            if self.main:
+                h.set_status(self.run_id, "stopped",
+                             error=f"stopped at step {self.trainer.state.global_step} ({self.stop.reason}); "
+                                   f"`tuitune resume {self.run_id}` continues")
+            return 0
+        final = self._evaluate("final")
+        test = self.dataset.get("test") if hasattr(self.dataset, "get") else None
+        if test is not None and cfg.evaluation.on_test:
+            self._evaluate("test", test, prefix="test")
+        self.save()
+        if self.main:
+            key = f"eval_{self.task.main_metric}"
+            h.update_run(self.run_id, main_value=final.get(key))
+            h.set_status(self.run_id, "completed")
+        return 0
+
+    def _free(self) -> None:
+        import gc
+
+        import torch
+
+        for attr in ("trainer", "model"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def save(self) -> None:
+        """Model (or adapter), tokenizer, config and training arguments together in runs/<id>/model."""
+        if not self.main:
+            self.trainer.save_model(str(self.run_dir / "model"))
+            return
+        out = self.run_dir / "model"
+        self.trainer.save_model(str(out))
+        self.tokenizer.save_pretrained(str(out))
+        (out / "tuitune.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+        (out / "training_args.json").write_text(self.trainer.args.to_json_string(), encoding="utf-8")
+        meta = self.task.meta()
+        meta.update(base_model=self.model_path, method=self.cfg.method.name,
+                    peft=hasattr(self.trainer.model, "peft_config"))
+        (out / "tuitune.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        self.h.log_event(self.run_id, "saved", str(out))
+
+
+def oom_message(cfg: RunConfig) -> str:
+    t = cfg.training
+    return (f"out of memory: lower training.per_device_train_batch_size (now {t.per_device_train_batch_size}) "
+            f"or data.max_length (now {cfg.data.max_length}), use LoRA/QLoRA, or set training.auto_retry_oom=true")
+
+
+def describe_exception(err: Exception, cfg: RunConfig) -> str:
+    text = str(err).strip().splitlines()
+    first = text[0] if text else ""
+    low = str(err).lower()
+    if isinstance(err, OSError) and getattr(err, "errno", None) == 28 or "no space left" in low:
+        return "disk full while writing (checkpoint or model): free space or lower training.save_total_limit"
+    if "out of memory" in low:
+        return oom_message(cfg)
+    if isinstance(err, IndexError) and "target" in low:
+        return "labels out of range for the model's classifier: check data.label_column holds 0..N-1 or names"
+    return f"{type(err).__name__}: {first[:300]} (details in engine.log)"
+
+
+def main(run_id: int, resume: bool = False) -> int:
+    try:
+        run = Run(run_id, resume=resume)
+    except TuituneError as err:
+        print(f"tuitune: {err}", file=sys.stderr)
+        return 1
+    return run.execute()

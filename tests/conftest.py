@@ -1,0 +1,95 @@
+"""Shared fixtures: an isolated TUITUNE_HOME per test, and tiny real models built offline.
+
+Tiny models use the real all-MiniLM-L6-v2 tokenizer (from the demo package) on a 2-layer,
+32-wide BERT built from a config, so a few training steps take well under a second.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("MKL_NUM_THREADS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def tuitune_home(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    monkeypatch.setenv("TUITUNE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer BERT (masked-LM weights) with the real MiniLM tokenizer, saved to a folder."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
+
+    from tuitune import demo
+
+    out = tmp_path_factory.mktemp("tiny-bert")
+    tok = AutoTokenizer.from_pretrained(str(demo.path("demo:minilm")))
+    assert tok.convert_tokens_to_ids("movie") != tok.unk_token_id  # the known [UNK] trap
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertForMaskedLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory) -> Path:
+    """A small, learnable 3-class sentiment dataset as a CSV file."""
+    import random
+
+    rng = random.Random(0)
+    words = {
+        "positive": ["great", "wonderful", "excellent", "love", "happy", "best"],
+        "negative": ["awful", "terrible", "hate", "worst", "bad", "boring"],
+        "neutral": ["table", "chair", "window", "paper", "street", "train"],
+    }
+    rows = ["text,label"]
+    for i in range(240):
+        label = list(words)[i % 3]
+        w = rng.sample(words[label], 3)
+        rows.append(f"the film was {w[0]} and {w[1]} really {w[2]},{label}")
+    out = tmp_path_factory.mktemp("data") / "reviews.csv"
+    out.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return out
+
+
+def tuitune_cmd() -> list[str]:
+    """The real entry point, as installed in this environment."""
+    exe = Path(sys.executable).parent / "tuitune"
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "tuitune.cli"]
+
+
+def tiny_config(model: Path, data: Path, **sections) -> dict:
+    """A config dict for a few CPU steps on the tiny model; sections override parts."""
+    cfg = {
+        "name": "tiny",
+        "task": "classification",
+        "model": {"name_or_path": str(model)},
+        "data": {"path": str(data), "max_length": 32},
+        "method": {"name": "full"},
+        "training": {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
+                     "logging_steps": 1, "eval_steps": 3, "use_cpu": True, "save_total_limit": 1},
+    }
+    for key, value in sections.items():
+        cfg.setdefault(key, {})
+        if isinstance(value, dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg

@@ -1,0 +1,437 @@
+"""`tuitune` command line. With no arguments it opens the terminal UI.
+
+Every command takes `--json` for scripts. Errors are one line on stderr and a non-zero exit;
+`--debug` shows the traceback. This module never imports torch & co.: training and prediction
+happen in `python -m engine` processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from tuitune.errors import TuituneError
+
+EXIT_ERROR = 2
+EXIT_RUN_FAILED = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="machine-readable output")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    p = argparse.ArgumentParser(
+        prog="tuitune", parents=[common],
+        description="Fine-tune Hugging Face models from the terminal. No command: open the UI.",
+    )
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    r = sub.add_parser("run", parents=[common], help="start a run from a preset or YAML file")
+    r.add_argument("source", metavar="PRESET|FILE")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field, e.g. --set training.learning_rate=3e-5 (repeatable)")
+    r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
+
+    ls = sub.add_parser("runs", parents=[common], help="list the run history")
+    ls.add_argument("--status", choices=["queued", "running", "completed", "failed", "stopped", "crashed"])
+    ls.add_argument("--limit", type=int, default=50)
+
+    for name, help_ in (("show", "a run's config, status, metrics and paths"),
+                        ("stop", "stop a live run gracefully (it saves a checkpoint)"),
+                        ("resume", "continue a stopped or crashed run from its last checkpoint"),
+                        ("delete", "delete a finished run and its files"),
+                        ("merge", "merge a LoRA adapter into its base model")):
+        c = sub.add_parser(name, parents=[common], help=help_)
+        c.add_argument("run", metavar="RUN")
+        if name == "resume":
+            c.add_argument("--detach", action="store_true")
+        if name == "delete":
+            c.add_argument("--yes", action="store_true", help="do not ask")
+        if name == "merge":
+            c.add_argument("--out", help="folder for the merged model (default runs/<id>/merged)")
+
+    sub.add_parser("presets", parents=[common], help="list the shipped presets")
+
+    pr = sub.add_parser("predict", parents=[common], help="query a trained run (fill-mask or labels)")
+    pr.add_argument("run", metavar="RUN")
+    pr.add_argument("text")
+    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
+
+    cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
+    cfg.add_argument("source", metavar="PRESET|FILE")
+    cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    return p
+
+
+# -- formatting ------------------------------------------------------------------------------------
+
+def _fmt_time(ms: Optional[int]) -> str:
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+def _fmt_duration(run: dict) -> str:
+    start = run.get("started_at")
+    if not start:
+        return "-"
+    end = run.get("ended_at") or int(time.time() * 1000)
+    s = max(0, (end - start) // 1000)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def _fmt_metric(run: dict) -> str:
+    v = run.get("main_value")
+    if v is None:
+        return "-"
+    base = run.get("baseline_value")
+    name = run.get("main_metric") or ""
+    s = f"{name} {v:.4g}"
+    if base is not None:
+        s += f" (from {base:.4g})"
+    return s
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=2, default=str))
+
+
+def run_summary(h, run: dict) -> dict[str, Any]:
+    """What `--json` prints about a run: id, status, metrics and the rest."""
+    evals = h.evaluations(run["id"])
+    by_phase: dict[str, Any] = {}
+    for e in evals:
+        by_phase[e["phase"]] = e["metrics"]
+    final = by_phase.get("final") or by_phase.get("eval") or {}
+    return {
+        "id": run["id"], "name": run["name"], "status": run["status"], "task": run["task"],
+        "model": run["model"], "method": run["method"], "dataset": run["dataset"],
+        "step": run["step"], "max_steps": run["max_steps"],
+        "metrics": final, "baseline": by_phase.get("baseline"), "test": by_phase.get("test"),
+        "latest": h.latest(run["id"]),
+        "main_metric": run["main_metric"], "main_value": run["main_value"],
+        "baseline_value": run["baseline_value"],
+        "trainable_params": run["trainable_params"], "total_params": run["total_params"],
+        "error": run["error"], "pid": run["pid"],
+        "created_at": run["created_at"], "started_at": run["started_at"], "ended_at": run["ended_at"],
+        "run_dir": run["run_dir"], "model_dir": str(Path(run["run_dir"]) / "model") if run["run_dir"] else None,
+        "log": str(Path(run["run_dir"]) / "engine.log") if run["run_dir"] else None,
+    }
+
+
+# -- commands ---------------------------------------------------------------------------------------
+
+def cmd_presets(args, h) -> int:
+    from tuitune import presets
+
+    names = presets.list_presets()
+    if args.json:
+        _print_json([{"name": n, "description": presets.preset_summary(n)} for n in names])
+    else:
+        print(_table([[n, presets.preset_summary(n)] for n in names], ["preset", "what it does"]))
+    return 0
+
+
+def cmd_config(args, h) -> int:
+    from tuitune.config import load_config
+
+    cfg = load_config(args.source, args.overrides)
+    if args.json:
+        _print_json(cfg.model_dump(mode="json"))
+    else:
+        print(cfg.to_yaml(), end="")
+    return 0
+
+
+def cmd_runs(args, h) -> int:
+    runs = h.list_runs(status=args.status, limit=args.limit)
+    if args.json:
+        _print_json([run_summary(h, r) for r in runs])
+        return 0
+    if not runs:
+        print("no runs yet: `tuitune presets` lists starting points, `tuitune run PRESET` starts one")
+        return 0
+    rows = [[r["id"], r["status"], r["task"] or "", _short(r["model"]), r["method"] or "", _short(r["dataset"]),
+             _fmt_time(r["started_at"] or r["created_at"]), _fmt_duration(r), _fmt_metric(r)] for r in runs]
+    print(_table(rows, ["id", "status", "task", "model", "method", "dataset", "started", "duration", "main metric"]))
+    return 0
+
+
+def _short(s: Optional[str], n: int = 28) -> str:
+    s = s or ""
+    return s if len(s) <= n else "…" + s[-(n - 1):]
+
+
+def cmd_show(args, h) -> int:
+    run = h.get_run(args.run)
+    summary = run_summary(h, run)
+    if args.json:
+        summary["config"] = run["config"]
+        _print_json(summary)
+        return 0
+    import yaml
+
+    print(f"run {run['id']} ({run['name']}): {run['status']}"
+          + (f" — {run['error']}" if run["error"] else ""))
+    print(f"  step {run['step'] or 0}/{run['max_steps'] or '?'}  started {_fmt_time(run['started_at'])}"
+          f"  duration {_fmt_duration(run)}")
+    if run["trainable_params"]:
+        print(f"  trainable parameters {run['trainable_params']:,} of {run['total_params']:,}"
+              f" ({100 * run['trainable_params'] / run['total_params']:.2f}%)")
+    for phase in ("baseline", "final", "test"):
+        m = summary["metrics"] if phase == "final" else summary[phase]
+        if m:
+            shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))
+                     and not k.endswith(("runtime", "per_second"))}
+            print(f"  {phase:8s} {shown}")
+    if summary["latest"] and run["status"] in ("running", "queued"):
+        shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
+        print(f"  latest   {shown}")
+    print(f"  run dir  {run['run_dir']}\n  log      {summary['log']}")
+    print("config:")
+    print("  " + yaml.safe_dump(run["config"], sort_keys=False).replace("\n", "\n  ").rstrip())
+    return 0
+
+
+def cmd_stop(args, h) -> int:
+    from tuitune import launcher
+
+    run = launcher.stop_run(h, int(args.run) if str(args.run).isdigit() else args.run)
+    if args.json:
+        _print_json({"id": run["id"], "status": "stopping"})
+    else:
+        print(f"run {run['id']}: stop requested; it saves a checkpoint and ends as stopped")
+    return 0
+
+
+def cmd_delete(args, h) -> int:
+    import shutil
+
+    run = h.get_run(args.run)
+    if not args.yes and not args.json:
+        if not sys.stdin.isatty():
+            raise TuituneError("delete needs --yes when not run from a terminal")
+        ans = input(f"delete run {run['id']} ({run['name']}, {run['status']}) and its files? [y/N] ")
+        if ans.strip().lower() not in ("y", "yes"):
+            print("kept")
+            return 0
+    h.delete_run(run["id"])
+    if run["run_dir"] and Path(run["run_dir"]).exists():
+        shutil.rmtree(run["run_dir"], ignore_errors=True)
+    if args.json:
+        _print_json({"id": run["id"], "deleted": True})
+    else:
+        print(f"deleted run {run['id']}")
+    return 0
+
+
+def _engine(args_list: list[str]) -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    proc = subprocess.run([sys.executable, "-m", "engine", *args_list], capture_output=True, text=True, env=env,
+                          stdin=subprocess.DEVNULL)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise TuituneError(f"engine failed: {tail}")
+    out = json.loads(lines[-1])
+    if "error" in out:
+        raise TuituneError(out["error"])
+    return out
+
+
+def cmd_predict(args, h) -> int:
+    run = h.get_run(args.run)
+    cmd = ["predict", str(run["id"]), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
+    out = _engine(cmd)
+    if args.json:
+        _print_json(out)
+        return 0
+    for i, p in enumerate(out["predictions"], 1):
+        name = p.get("token_str", p.get("label"))
+        bar = "█" * int(round(p["score"] * 30))
+        print(f"{i:2d}. {name:<20s} {p['score']:.4f} {bar}")
+    return 0
+
+
+def cmd_merge(args, h) -> int:
+    run = h.get_run(args.run)
+    out = _engine(["merge", str(run["id"])] + (["--out", args.out] if args.out else []))
+    if args.json:
+        _print_json(out)
+    else:
+        print(f"merged model saved to {out['path']}")
+    return 0
+
+
+def cmd_run(args, h) -> int:
+    from tuitune import launcher
+    from tuitune.config import load_config
+
+    cfg = load_config(args.source, args.overrides)
+    run_id = launcher.start_run(h, cfg)
+    return _after_start(args, h, run_id)
+
+
+def cmd_resume(args, h) -> int:
+    from tuitune import launcher
+
+    run = h.get_run(args.run)
+    launcher.resume_run(h, run["id"])
+    return _after_start(args, h, run["id"])
+
+
+def _after_start(args, h, run_id: int) -> int:
+    if args.detach:
+        run = h.get_run(run_id)
+        if args.json:
+            _print_json({"id": run_id, "status": run["status"], "pid": run["pid"], "run_dir": run["run_dir"]})
+        else:
+            print(f"run {run_id} started in the background (pid {run['pid']}); "
+                  f"`tuitune show {run_id}` or `tuitune` to watch it, `tuitune stop {run_id}` to stop it")
+        return 0
+    return follow(h, run_id, quiet=args.json, as_json=args.json)
+
+
+def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5) -> int:
+    """Follow a run with a progress line until it ends. Ctrl-C: stop it gracefully (twice: leave)."""
+    from tuitune import launcher
+
+    interrupts = {"n": 0}
+
+    def on_int(signum, frame):
+        interrupts["n"] += 1
+        if interrupts["n"] == 1:
+            try:
+                launcher.stop_run(h, run_id)
+            except TuituneError:
+                pass
+            if not quiet:
+                sys.stderr.write(f"\nstopping run {run_id} gracefully (checkpoint)… Ctrl-C again to leave it running\n")
+        else:
+            raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGINT, on_int)
+    tty = sys.stderr.isatty()
+    last_line = ""
+    try:
+        while True:
+            run = h.get_run(run_id)
+            launcher.wait_pid(run.get("pid"))
+            if not quiet:
+                line = _progress_line(h, run)
+                if line != last_line:
+                    sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty else "\n"))
+                    sys.stderr.flush()
+                    last_line = line
+            if run["status"] not in ("queued", "running"):
+                break
+            time.sleep(poll_s)
+    except KeyboardInterrupt:
+        if not quiet:
+            sys.stderr.write(f"\nleft run {run_id} running in the background: `tuitune show {run_id}`\n")
+        return 0
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if tty and not quiet:
+        sys.stderr.write("\n")
+    summary = run_summary(h, run)
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_final(summary)
+    return 0 if run["status"] in ("completed", "stopped") else EXIT_RUN_FAILED
+
+
+def _progress_line(h, run: dict) -> str:
+    step, total = run.get("step") or 0, run.get("max_steps") or 0
+    status = run["status"]
+    if status == "queued":
+        return f"run {run['id']}: starting (loading model and data)…"
+    latest = h.latest(run["id"])
+    loss = latest.get("train/loss")
+    width = 24
+    frac = step / total if total else 0.0
+    bar = "█" * int(frac * width) + "·" * (width - int(frac * width))
+    eta = ""
+    if run.get("started_at") and step and total:
+        elapsed = time.time() - run["started_at"] / 1000
+        eta = f" ETA {int(elapsed / step * (total - step)) // 60}:{int(elapsed / step * (total - step)) % 60:02d}"
+    s = f"run {run['id']} {status} [{bar}] {step}/{total or '?'}"
+    if loss is not None:
+        s += f" loss {loss:.4f}"
+    ev = latest.get(f"eval/{run.get('main_metric')}")
+    if ev is not None:
+        s += f" eval {run.get('main_metric')} {ev:.4f}"
+    return s + eta
+
+
+def _print_final(s: dict) -> None:
+    print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
+    m, b = s["metrics"] or {}, s["baseline"] or {}
+    keys = [k for k in m if isinstance(m[k], (int, float)) and not k.endswith(("runtime", "per_second"))
+            and k != "epoch"]
+    if keys:
+        rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{m[k]:.4f}"] for k in keys]
+        print(_table(rows, ["metric", "baseline", "final"]))
+    if s["status"] == "completed":
+        print(f"model saved in {s['model_dir']}")
+
+
+COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
+            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
+            "config": cmd_config}
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.cmd is None:
+        from tuitune.app import run_app
+
+        return run_app()
+    h = None
+    try:
+        if args.cmd not in ("presets", "config"):
+            from tuitune.history import History
+
+            h = History()
+        return COMMANDS[args.cmd](args, h)
+    except TuituneError as err:
+        if args.debug:
+            raise
+        if getattr(args, "json", False):
+            print(json.dumps({"error": str(err)}))
+        print(f"tuitune: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line, never a traceback (unless --debug)
+        if args.debug:
+            raise
+        print(f"tuitune: error: {type(err).__name__}: {err} (run with --debug for details)", file=sys.stderr)
+        return EXIT_ERROR
+    finally:
+        if h is not None:
+            h.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,380 @@
+"""The run history: one SQLite database, the single source of truth for live and past runs.
+
+The engine writes to it while it trains; the CLI and the UI (several at once) read it. The live
+view and the replay of a finished run read the same tables through the same calls.
+
+Schema (after MLflow's): `runs` (status CHECK, millisecond timestamps), a long `metrics` table
+(run, key, step, time, value) plus `latest_metrics` for fast listings, `evaluations` (baseline,
+periodic, final, test), `system` samples, and `events`. WAL mode and a busy timeout let several
+processes read and write at once. Schema changes go through `MIGRATIONS` (PRAGMA user_version).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+from tuitune.errors import TuituneError
+
+STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed")
+LIVE = ("queued", "running")
+HEARTBEAT_STALE_S = 60.0  # a live run whose engine has not written for this long has crashed
+QUEUED_STALE_S = 120.0
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+MIGRATIONS: list[str] = [
+    # 1: the initial schema
+    f"""
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        task TEXT, model TEXT, method TEXT, dataset TEXT,
+        config TEXT NOT NULL,
+        pid INTEGER, host TEXT,
+        created_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER, heartbeat_at INTEGER,
+        run_dir TEXT,
+        step INTEGER DEFAULT 0, max_steps INTEGER,
+        main_metric TEXT, main_value REAL, baseline_value REAL,
+        trainable_params INTEGER, total_params INTEGER,
+        error TEXT,
+        stop_requested INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE metrics (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        key TEXT NOT NULL, step INTEGER NOT NULL, time INTEGER NOT NULL, value REAL
+    );
+    CREATE INDEX metrics_run ON metrics(run_id, key, step);
+    CREATE TABLE latest_metrics (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        key TEXT NOT NULL, step INTEGER NOT NULL, time INTEGER NOT NULL, value REAL,
+        PRIMARY KEY (run_id, key)
+    );
+    CREATE TABLE evaluations (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        phase TEXT NOT NULL, step INTEGER NOT NULL, time INTEGER NOT NULL, metrics TEXT NOT NULL
+    );
+    CREATE INDEX evaluations_run ON evaluations(run_id);
+    CREATE TABLE system (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        time INTEGER NOT NULL, step INTEGER,
+        cpu_percent REAL, ram_used INTEGER, ram_total INTEGER, gpus TEXT
+    );
+    CREATE INDEX system_run ON system(run_id, time);
+    CREATE TABLE events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        time INTEGER NOT NULL, step INTEGER, kind TEXT NOT NULL, message TEXT
+    );
+    CREATE INDEX events_run ON events(run_id);
+    """,
+]
+
+
+def pid_alive(pid: Optional[int]) -> bool:
+    """True if a process with this pid runs (a zombie counts as dead)."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class History:
+    """A connection to the history database. One per process (or thread)."""
+
+    def __init__(self, path: Optional[Path] = None, *, timeout_s: float = 30.0):
+        from tuitune import paths
+
+        self.path = Path(path) if path else paths.db_path()
+        new = not self.path.exists()
+        try:
+            self.conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
+                                        check_same_thread=False)
+            if new:
+                os.chmod(self.path, 0o600)
+            self.conn.row_factory = sqlite3.Row
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if mode != "wal":
+                self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+        except sqlite3.DatabaseError as err:
+            raise self._explain(err) from None
+
+    # -- opening ------------------------------------------------------------------------------
+    def _explain(self, err: sqlite3.Error) -> TuituneError:
+        msg = str(err)
+        p = self.path
+        if "not a database" in msg or "malformed" in msg or "corrupt" in msg:
+            return TuituneError(
+                f"history database {p} is corrupt; tuitune will not overwrite it: move it aside "
+                f"(mv {p} {p}.broken) to start a new history, or recover rows with `sqlite3 {p} .recover`"
+            )
+        if "readonly" in msg or "read-only" in msg or "unable to open" in msg:
+            return TuituneError(
+                f"history database {p} cannot be written ({msg}): check its permissions and free disk, "
+                "or set TUITUNE_HOME to a writable folder"
+            )
+        if "locked" in msg or "busy" in msg:
+            return TuituneError(
+                f"history database {p} is locked by another program (not tuitune?): close it and retry"
+            )
+        return TuituneError(f"history database {p}: {msg}")
+
+    def _migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise TuituneError(
+                f"history database {self.path} was written by a newer tuitune (schema {version}): upgrade tuitune"
+            )
+        if version == len(MIGRATIONS):
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            for i in range(version, len(MIGRATIONS)):
+                for stmt in MIGRATIONS[i].split(";"):
+                    if stmt.strip():
+                        self.conn.execute(stmt)
+            self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self.conn.execute(sql, tuple(params))
+        except sqlite3.OperationalError as err:
+            raise self._explain(err) from None
+
+    def _many(self, sql: str, rows: list[tuple]) -> None:
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany(sql, rows)
+        except sqlite3.OperationalError as err:
+            raise self._explain(err) from None
+
+    # -- runs ---------------------------------------------------------------------------------
+    def create_run(self, config: dict[str, Any], *, run_dir_for=None) -> int:
+        """Insert a queued run; returns its id. `config` is the validated config as a dict."""
+        cur = self._write(
+            "INSERT INTO runs (name, status, task, model, method, dataset, config, created_at, host) "
+            "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+            (
+                config.get("name"), config.get("task"), config["model"]["name_or_path"],
+                config["method"]["name"], config["data"]["path"], json.dumps(config),
+                now_ms(), socket.gethostname(),
+            ),
+        )
+        run_id = int(cur.lastrowid)
+        if run_dir_for is not None:
+            self.update_run(run_id, run_dir=str(run_dir_for(run_id)))
+        return run_id
+
+    def update_run(self, run_id: int, **fields: Any) -> None:
+        if not fields:
+            return
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._write(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
+
+    def set_status(self, run_id: int, status: str, *, error: Optional[str] = None) -> None:
+        assert status in STATUSES, status
+        fields: dict[str, Any] = {"status": status, "heartbeat_at": now_ms()}
+        if status == "running":
+            fields["started_at"] = now_ms()
+            fields["ended_at"] = None
+            fields["error"] = None
+            fields["stop_requested"] = 0
+        elif status not in LIVE:
+            fields["ended_at"] = now_ms()
+        if error is not None:
+            fields["error"] = error
+        self.update_run(run_id, **fields)
+        self.log_event(run_id, status if status != "running" else "started", error)
+
+    def heartbeat(self, run_id: int, step: Optional[int] = None) -> None:
+        if step is None:
+            self._write("UPDATE runs SET heartbeat_at=? WHERE id=?", (now_ms(), run_id))
+        else:
+            self._write("UPDATE runs SET heartbeat_at=?, step=? WHERE id=?", (now_ms(), step, run_id))
+
+    def request_stop(self, run_id: int) -> None:
+        self._write("UPDATE runs SET stop_requested=1 WHERE id=?", (run_id,))
+
+    def stop_requested(self, run_id: int) -> bool:
+        row = self.conn.execute("SELECT stop_requested FROM runs WHERE id=?", (run_id,)).fetchone()
+        return bool(row and row[0])
+
+    def _row(self, row: sqlite3.Row) -> dict[str, Any]:
+        d = dict(row)
+        d["config"] = json.loads(d["config"]) if d.get("config") else {}
+        return d
+
+    def get_run(self, run_id: int | str) -> dict[str, Any]:
+        try:
+            rid = int(run_id)
+        except (TypeError, ValueError):
+            raise TuituneError(f"run id must be a number (see `tuitune runs`), got {run_id!r}") from None
+        self.refresh_liveness(rid)
+        row = self.conn.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone()
+        if row is None:
+            raise TuituneError(f"no run {rid} in the history: `tuitune runs` lists them")
+        return self._row(row)
+
+    def list_runs(self, *, status: Optional[str] = None, limit: int = 1000) -> list[dict[str, Any]]:
+        self.refresh_liveness()
+        sql, params = "SELECT * FROM runs", []
+        if status:
+            sql += " WHERE status=?"
+            params.append(status)
+        sql += " ORDER BY id DESC LIMIT ?"
+        params.append(limit)
+        return [self._row(r) for r in self.conn.execute(sql, params)]
+
+    def refresh_liveness(self, run_id: Optional[int] = None) -> list[int]:
+        """Mark live runs whose engine is gone as crashed. Whoever looks next does it."""
+        sql = "SELECT id, status, pid, host, heartbeat_at, created_at FROM runs WHERE status IN ('queued','running')"
+        params: tuple = ()
+        if run_id is not None:
+            sql += " AND id=?"
+            params = (run_id,)
+        crashed = []
+        host = socket.gethostname()
+        t = now_ms()
+        for r in self.conn.execute(sql, params).fetchall():
+            last = r["heartbeat_at"] or r["created_at"]
+            stale = (t - last) / 1000.0 > (HEARTBEAT_STALE_S if r["status"] == "running" else QUEUED_STALE_S)
+            dead = r["host"] == host and r["pid"] is not None and not pid_alive(r["pid"])
+            if dead or stale:
+                why = "engine process is gone" if dead else f"no heartbeat for {int((t - last) / 1000)} s"
+                cur = self._write(
+                    "UPDATE runs SET status='crashed', ended_at=?, error=? WHERE id=? AND status IN ('queued','running')",
+                    (t, f"crashed: {why}; `tuitune resume {r['id']}` continues from the last checkpoint", r["id"]),
+                )
+                if cur.rowcount:
+                    self.log_event(r["id"], "crashed", why)
+                    crashed.append(r["id"])
+        return crashed
+
+    def delete_run(self, run_id: int) -> None:
+        run = self.get_run(run_id)
+        if run["status"] in LIVE:
+            raise TuituneError(f"run {run_id} is {run['status']}: stop it first (`tuitune stop {run_id}`)")
+        with self.conn:
+            self.conn.execute("BEGIN")
+            for table in ("metrics", "latest_metrics", "evaluations", "system", "events"):
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            self.conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
+
+    # -- metrics, evaluations, system, events -------------------------------------------------
+    def log_metrics(self, run_id: int, step: int, values: dict[str, float], t: Optional[int] = None) -> None:
+        t = t or now_ms()
+        rows = [(run_id, k, int(step), t, float(v)) for k, v in values.items() if isinstance(v, (int, float))]
+        if not rows:
+            return
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.executemany("INSERT INTO metrics (run_id, key, step, time, value) VALUES (?,?,?,?,?)", rows)
+                self.conn.executemany(
+                    "INSERT INTO latest_metrics (run_id, key, step, time, value) VALUES (?,?,?,?,?) "
+                    "ON CONFLICT(run_id, key) DO UPDATE SET step=excluded.step, time=excluded.time, value=excluded.value",
+                    rows,
+                )
+                self.conn.execute("UPDATE runs SET step=MAX(COALESCE(step,0), ?), heartbeat_at=? WHERE id=?",
+                                  (int(step), t, run_id))
+        except sqlite3.OperationalError as err:
+            raise self._explain(err) from None
+
+    def truncate_after(self, run_id: int, step: int) -> None:
+        """Drop what a run logged after `step` (before resuming from the checkpoint at `step`),
+        so the resumed run's timeline has no duplicated steps."""
+        with self.conn:
+            self.conn.execute("BEGIN")
+            for table in ("metrics", "evaluations", "events", "system"):
+                self.conn.execute(f"DELETE FROM {table} WHERE run_id=? AND step>?", (run_id, step))
+            self.conn.execute("DELETE FROM latest_metrics WHERE run_id=?", (run_id,))
+            self.conn.execute(
+                "INSERT INTO latest_metrics (run_id, key, step, time, value) "
+                "SELECT run_id, key, step, time, value FROM metrics m WHERE run_id=? AND rowid = "
+                "(SELECT MAX(rowid) FROM metrics WHERE run_id=m.run_id AND key=m.key)", (run_id,))
+            self.conn.execute("UPDATE runs SET step=? WHERE id=?", (step, run_id))
+
+    def metrics(self, run_id: int, key: Optional[str] = None, *, after_rowid: int = 0) -> list[dict[str, Any]]:
+        """Metric rows in write order; pass the last seen `rowid` as `after_rowid` to read only new ones."""
+        sql = "SELECT rowid, key, step, time, value FROM metrics WHERE run_id=? AND rowid>?"
+        params: list[Any] = [run_id, after_rowid]
+        if key:
+            sql += " AND key=?"
+            params.append(key)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY rowid", params)]
+
+    def latest(self, run_id: int) -> dict[str, float]:
+        return {r["key"]: r["value"] for r in
+                self.conn.execute("SELECT key, value FROM latest_metrics WHERE run_id=?", (run_id,))}
+
+    def log_evaluation(self, run_id: int, phase: str, step: int, metrics: dict[str, float]) -> None:
+        self._write("INSERT INTO evaluations (run_id, phase, step, time, metrics) VALUES (?,?,?,?,?)",
+                    (run_id, phase, int(step), now_ms(), json.dumps(metrics)))
+
+    def evaluations(self, run_id: int, phase: Optional[str] = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT phase, step, time, metrics FROM evaluations WHERE run_id=?", [run_id]
+        if phase:
+            sql += " AND phase=?"
+            params.append(phase)
+        out = []
+        for r in self.conn.execute(sql + " ORDER BY id", params):
+            d = dict(r)
+            d["metrics"] = json.loads(d["metrics"])
+            out.append(d)
+        return out
+
+    def log_system(self, run_id: int, sample: dict[str, Any], step: Optional[int] = None) -> None:
+        self._write(
+            "INSERT INTO system (run_id, time, step, cpu_percent, ram_used, ram_total, gpus) VALUES (?,?,?,?,?,?,?)",
+            (run_id, sample.get("time") or now_ms(), step, sample.get("cpu_percent"), sample.get("ram_used"),
+             sample.get("ram_total"), json.dumps(sample.get("gpus", []))),
+        )
+
+    def system(self, run_id: int, *, after_time: int = 0) -> list[dict[str, Any]]:
+        out = []
+        for r in self.conn.execute("SELECT * FROM system WHERE run_id=? AND time>? ORDER BY time",
+                                   (run_id, after_time)):
+            d = dict(r)
+            d["gpus"] = json.loads(d["gpus"] or "[]")
+            out.append(d)
+        return out
+
+    def log_event(self, run_id: int, kind: str, message: Optional[str] = None, step: Optional[int] = None) -> None:
+        self._write("INSERT INTO events (run_id, time, step, kind, message) VALUES (?,?,?,?,?)",
+                    (run_id, now_ms(), step, kind, message))
+
+    def events(self, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.conn.execute(
+            "SELECT id, time, step, kind, message FROM events WHERE run_id=? AND id>? ORDER BY id", (run_id, after_id))]

@@ -1,0 +1,107 @@
+"""Start, stop and resume engine processes. The only way runs are launched (CLI and UI alike).
+
+The engine runs in a new process session with stdin closed and its output in
+`runs/<id>/engine.log`, so a closed terminal, a dropped SSH connection or a killed UI never
+stops it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+from tuitune import paths
+from tuitune.config import RunConfig
+from tuitune.errors import TuituneError
+from tuitune.history import LIVE, History, pid_alive
+
+
+def engine_command(run_id: int, processes: int = 1, *, resume: bool = False) -> list[str]:
+    tail = ["-m", "engine", "run", str(run_id)] + (["--resume"] if resume else [])
+    if processes > 1:
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                f"--nproc_per_node={processes}", *tail]
+    return [sys.executable, *tail]
+
+
+def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = False) -> int:
+    run_dir = paths.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    env = dict(os.environ)
+    env["TUITUNE_HOME"] = str(paths.home())
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    if cfg.training.processes > 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    # The engine must find our packages even when started from another working directory.
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    with open(run_dir / "engine.log", "ab") as log:
+        proc = subprocess.Popen(
+            engine_command(run_id, cfg.training.processes, resume=resume),
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env, cwd=str(run_dir), close_fds=True,
+        )
+    history.update_run(run_id, pid=proc.pid, host=socket.gethostname())
+    return proc.pid
+
+
+def start_run(history: History, cfg: RunConfig) -> int:
+    """Record a queued run, write its config, and start its engine. Returns the run id."""
+    run_id = history.create_run(cfg.model_dump(mode="json"), run_dir_for=paths.run_dir)
+    run_dir = paths.run_dir(run_id)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    _spawn(history, run_id, cfg)
+    return run_id
+
+
+def stop_run(history: History, run_id: int) -> dict:
+    """Ask a live run to stop gracefully: it checkpoints and ends as `stopped`."""
+    run = history.get_run(run_id)
+    if run["status"] not in LIVE:
+        raise TuituneError(f"run {run_id} is not live (status {run['status']}): nothing to stop")
+    history.request_stop(run_id)
+    if run.get("host") == socket.gethostname() and pid_alive(run.get("pid")):
+        try:
+            os.kill(run["pid"], signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    return run
+
+
+def resume_run(history: History, run_id: int) -> int:
+    """Continue a stopped, crashed or failed run from its last checkpoint, in the same run."""
+    run = history.get_run(run_id)
+    if run["status"] in LIVE:
+        raise TuituneError(f"run {run_id} is still {run['status']}: nothing to resume")
+    if run["status"] == "completed":
+        raise TuituneError(f"run {run_id} has completed: clone its config to train further")
+    ckpts = checkpoints(run_id)
+    if not ckpts:
+        raise TuituneError(f"run {run_id} has no checkpoint to resume from: start it again with `tuitune run`")
+    cfg = RunConfig.model_validate(run["config"])
+    history.update_run(run_id, status="queued", error=None, ended_at=None, stop_requested=0,
+                       heartbeat_at=None)
+    history.log_event(run_id, "resume", f"from {ckpts[-1].name}")
+    return _spawn(history, run_id, cfg, resume=True)
+
+
+def checkpoints(run_id: int) -> list[Path]:
+    d = paths.run_dir(run_id) / "checkpoints"
+    found = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def wait_pid(pid: Optional[int]) -> None:
+    """Reap a child we started (so it does not linger as a zombie)."""
+    if not pid:
+        return
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

@@ -1,0 +1,37 @@
+"""Shipped presets: YAML files in the `presets` package (found after a plain `pip install` too)."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from tuitune.errors import TuituneError
+
+
+def presets_dir() -> Path:
+    return Path(str(resources.files("presets")))
+
+
+def list_presets() -> list[str]:
+    return sorted(p.stem for p in presets_dir().glob("*.yaml"))
+
+
+def preset_path(name: str) -> Path:
+    path = presets_dir() / f"{name}.yaml"
+    if not path.exists():
+        known = ", ".join(list_presets())
+        raise TuituneError(f"no preset or file named {name!r}: presets are {known}")
+    return path
+
+
+def preset_summary(name: str) -> str:
+    """The first comment line of a preset: what it does."""
+    for line in preset_path(name).read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            text = line.lstrip("# ").strip()
+            if text:
+                return text
+        elif line:
+            break
+    return ""
