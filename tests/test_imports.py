@@ -1,0 +1,27 @@
+"""The UI side never loads the heavy ML stack: checked in a fresh interpreter."""
+
+import subprocess
+import sys
+
+from conftest import ROOT, tuitune_cmd
+
+HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate"]
+
+
+def _loaded_after(code: str) -> list[str]:
+    probe = code + f"\nimport sys\nprint(','.join(m for m in {HEAVY!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_cli_and_core_do_not_import_ml_libraries():
+    code = "import tuitune.cli, tuitune.config, tuitune.history, tuitune.launcher, tuitune.demo, tuitune.sysmon"
+    assert _loaded_after(code) == []
+
+
+def test_help_does_not_load_torch(tmp_path):
+    out = subprocess.run(tuitune_cmd() + ["--help"], capture_output=True, text=True,
+                         env={"PYTHONVERBOSE": "1", "PATH": "/usr/bin:/bin", "TUITUNE_HOME": str(tmp_path)})
+    assert out.returncode == 0
+    assert "usage: tuitune" in out.stdout
+    assert "import 'torch'" not in out.stderr
