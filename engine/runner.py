@@ -8,8 +8,10 @@ goes to `runs/<id>/engine.log`.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -19,6 +21,8 @@ from typing import Any, Optional
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 from tuitune.history import History
+from tuitune.launcher import checkpoints
+from tuitune.safety import ScrubbingStream, private_text, scrub
 
 
 def rank() -> int:
@@ -65,9 +69,10 @@ def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=Non
         metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better if best_metric != "loss" else False,
         report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
         dataloader_num_workers=t.dataloader_num_workers,
-        gradient_checkpointing=t.gradient_checkpointing,
         **mixed_precision(cfg),
     )
+    if t.gradient_checkpointing:
+        kw["gradient_checkpointing"] = True
     kw.update(extra)
     return (args_class or TrainingArguments)(**kw)
 
@@ -101,10 +106,18 @@ class Run:
         from engine.tasks import TokenCounter, get_task
 
         cfg = self.cfg
+        if cfg.model.trust_remote_code and self.main:
+            msg = (f"model.trust_remote_code is on: code shipped with {cfg.model.name_or_path} runs in this "
+                   "process with your permissions; turn it off unless you trust that repository")
+            print(f"tuitune: warning: {msg}", file=sys.stderr, flush=True)
+            self.h.log_event(self.run_id, "warning", msg)
         self.task = task = get_task(cfg)
         self.model_path = models.resolve(cfg.model.name_or_path)
         self.tokenizer = models.load_tokenizer(cfg, self.model_path)
         self.dataset = task.prepare(self.tokenizer)
+        from transformers import set_seed
+
+        set_seed(cfg.training.seed)  # a new head's initial weights are part of the run: same seed, same run
         model = task.load_model(self.model_path)
         model = methods.apply_method(model, cfg, task)
         self.model = model
@@ -119,6 +132,11 @@ class Run:
         self.counter = TokenCounter(task.collator(self.tokenizer))
         self.callback = HistoryCallback(self.h if self.main else None, self.run_id, self.stop, task, self.counter)
         self.trainer = task.build_trainer(self, self.callback)
+        from engine import faults
+
+        spec = faults.configured()
+        if spec:
+            self.trainer.add_callback(faults.FaultInjector(spec))
         return self.trainer
 
     # -- running ----------------------------------------------------------------------------------
@@ -145,9 +163,7 @@ class Run:
     def _last_checkpoint(self) -> Optional[str]:
         from tuitune.launcher import checkpoints
 
-        d = self.run_dir / "checkpoints"
-        found = [p for p in d.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-        found.sort(key=lambda p: int(p.name.split("-")[-1]))
+        found = checkpoints(self.run_id, self.run_dir)  # complete ones only (a kill mid-save leaves a partial one)
         return str(found[-1]) if found else None
 
     def execute(self) -> int:
@@ -216,6 +232,12 @@ class Run:
                 if self.main:
                     h.log_event(self.run_id, "oom_retry", msg)
                     h.update_run(self.run_id, config=json.dumps(cfg.model_dump(mode="json")))
+                    # the retry trains from step 0 with a new batch: drop the old attempt's steps
+                    # and checkpoints so the timeline has no duplicates and resume cannot mix them
+                    h.truncate_after(self.run_id, 0)
+                    shutil.rmtree(self.run_dir / "checkpoints", ignore_errors=True)
+                    private_text(self.run_dir / "config.yaml", scrub(cfg.to_yaml()))
+                self.resume = False
                 self._free()
 
         if self.stop:
@@ -255,7 +277,7 @@ class Run:
         out = self.run_dir / "model"
         self.trainer.save_model(str(out))
         self.tokenizer.save_pretrained(str(out))
-        (out / "tuitune.yaml").write_text(self.cfg.to_yaml(), encoding="utf-8")
+        (out / "tuitune.yaml").write_text(scrub(self.cfg.to_yaml()), encoding="utf-8")
         (out / "training_args.json").write_text(self.trainer.args.to_json_string(), encoding="utf-8")
         meta = self.task.meta()
         meta.update(base_model=self.model_path, method=self.cfg.method.name,
@@ -274,8 +296,10 @@ def describe_exception(err: Exception, cfg: RunConfig) -> str:
     text = str(err).strip().splitlines()
     first = text[0] if text else ""
     low = str(err).lower()
-    if isinstance(err, OSError) and getattr(err, "errno", None) == 28 or "no space left" in low:
-        return "disk full while writing (checkpoint or model): free space or lower training.save_total_limit"
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) \
+            or any(s in low for s in ("no space left", "file too large", "disk quota")):
+        return ("disk full while writing (checkpoint or model): free space (or raise the file-size limit) "
+                "or lower training.save_total_limit; `tuitune resume` continues from the last complete checkpoint")
     if "out of memory" in low:
         return oom_message(cfg)
     if isinstance(err, IndexError) and "target" in low:
@@ -284,6 +308,9 @@ def describe_exception(err: Exception, cfg: RunConfig) -> str:
 
 
 def main(run_id: int, resume: bool = False) -> int:
+    os.umask(0o077)  # checkpoints, models and logs: readable by their owner only
+    sys.stdout = ScrubbingStream(sys.stdout)
+    sys.stderr = ScrubbingStream(sys.stderr)
     try:
         run = Run(run_id, resume=resume)
     except TuituneError as err:

@@ -337,10 +337,12 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
             launcher.wait_pid(run.get("pid"))
             if not quiet:
                 line = _progress_line(h, run)
-                if line != last_line:
+                # A terminal gets one line redrawn in place; a log file gets a line per new step.
+                key = line if tty else line.split(" ETA")[0]
+                if key != last_line:
                     sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty else "\n"))
                     sys.stderr.flush()
-                    last_line = line
+                    last_line = key
             if run["status"] not in ("queued", "running"):
                 break
             time.sleep(poll_s)

@@ -1,0 +1,395 @@
+"""Monitor (a live run) and Replay (a finished one): the same view over the same history reads.
+
+A timer asks a worker for what is new since the last read (`metrics(after_rowid=)`, system
+samples after a time, the log tail); one read answers with everything new at once, and a new read
+starts only when the last one has been drawn, so a fast producer is coalesced into one redraw per
+tick, never queued. The chart is downsampled to `MAX_POINTS`. Arrow keys scrub through steps.
+"""
+
+from __future__ import annotations
+
+import bisect
+import time
+from typing import Any, Optional
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Header, ProgressBar, Static
+from textual_plotext import PlotextPlot
+
+from screens.base import BaseScreen
+from screens.dialogs import ConfirmDialog
+from tuitune.history import LIVE
+from tuitune.ui_data import fmt_bytes, fmt_duration, short
+
+MAX_POINTS = 1000
+SHOWN = [("train/learning_rate", "lr", "{:.2e}"), ("train/grad_norm", "grad norm", "{:.3g}"),
+         ("train/samples_per_second", "samples/s", "{:.1f}"), ("train/tokens_per_second", "tokens/s", "{:.0f}"),
+         ("train/epoch", "epoch", "{:.2f}")]
+
+
+def downsample(xs: list, ys: list, n: int = MAX_POINTS) -> tuple[list, list]:
+    """Every k-th point (and always the last), so a long run draws as fast as a short one."""
+    if len(xs) <= n:
+        return xs, ys
+    k = -(-len(xs) // n)
+    idx = list(range(0, len(xs), k))
+    if idx[-1] != len(xs) - 1:
+        idx.append(len(xs) - 1)
+    return [xs[i] for i in idx], [ys[i] for i in idx]
+
+
+def fmt_s(seconds: float) -> str:
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+class RunTimeline:
+    """Everything read so far about one run, by metric key, in step order."""
+
+    def __init__(self) -> None:
+        self.series: dict[str, tuple[list[int], list[float]]] = {}
+        self.last_rowid = 0
+        self.system: list[dict[str, Any]] = []
+        self.evals: list[dict[str, Any]] = []
+
+    def add_metrics(self, rows: list[dict[str, Any]]) -> None:
+        for r in rows:
+            steps, values = self.series.setdefault(r["key"], ([], []))
+            steps.append(r["step"])
+            values.append(r["value"])
+            self.last_rowid = max(self.last_rowid, r["rowid"])
+
+    def steps(self) -> list[int]:
+        return sorted({s for steps, _ in self.series.values() for s in steps})
+
+    def at(self, key: str, step: Optional[int]) -> Optional[float]:
+        if key not in self.series:
+            return None
+        steps, values = self.series[key]
+        if step is None:
+            return values[-1] if values else None
+        i = bisect.bisect_right(steps, step) - 1
+        return values[i] if i >= 0 else None
+
+    def system_at(self, step: Optional[int]) -> Optional[dict[str, Any]]:
+        if not self.system:
+            return None
+        if step is None:
+            return self.system[-1]
+        best = None
+        for s in self.system:
+            if s.get("step") is not None and s["step"] <= step:
+                best = s
+        return best or self.system[0]
+
+    def eval_at(self, step: Optional[int]) -> Optional[dict[str, Any]]:
+        found = None
+        for e in self.evals:
+            if step is None or e["step"] <= step:
+                found = e
+        return found
+
+    def baseline(self) -> Optional[dict[str, Any]]:
+        return next((e for e in self.evals if e["phase"] == "baseline"), None)
+
+
+def draw_loss(plot: PlotextPlot, lines: list[tuple[str, list, list]], *, hline: Optional[float] = None,
+              vline: Optional[int] = None, title: str = "loss") -> None:
+    plt = plot.plt
+    plt.clear_figure()
+    plt.title(title)
+    drawn = False
+    for label, xs, ys in lines:
+        if xs:
+            xs2, ys2 = downsample(xs, ys)
+            plt.plot(xs2, ys2, label=label, marker="braille")
+            drawn = True
+    if hline is not None:
+        plt.hline(hline, "gray")
+    if vline is not None and drawn:
+        plt.vline(vline, "red")
+    plot.refresh()
+
+
+def system_lines(sample: Optional[dict[str, Any]]) -> list[str]:
+    if not sample:
+        return ["CPU N/A  RAM N/A", "GPU N/A"]
+    cpu = sample.get("cpu_percent")
+    ram = f"{fmt_bytes(sample.get('ram_used'))}/{fmt_bytes(sample.get('ram_total'))}" \
+        if sample.get("ram_used") is not None else "N/A"
+    out = [f"CPU {'N/A' if cpu is None else f'{cpu:.0f}%'}  RAM {ram}"]
+    gpus = sample.get("gpus") or []
+    if not gpus:
+        out.append("GPU N/A")
+    for g in gpus:
+        na = lambda v, f="{}": "N/A" if v is None else f.format(v)  # noqa: E731
+        mem = (f"{fmt_bytes(g.get('mem_used'))}/{fmt_bytes(g.get('mem_total'))}"
+               if g.get("mem_used") is not None else "N/A")
+        out.append(f"GPU{g.get('index', 0)} {na(g.get('util'), '{}%')} {mem} "
+                   f"{na(g.get('temp'), '{}°C')} {na(g.get('power_w'), '{:.0f}W')}")
+    return out
+
+
+class MonitorScreen(BaseScreen):
+    BINDINGS = [
+        Binding("s", "stop", "Stop run"),
+        Binding("escape,q", "leave", "Leave"),
+        Binding("left", "scrub(-1)", "◀ step"),
+        Binding("right", "scrub(1)", "step ▶"),
+        Binding("shift+left,pageup", "scrub(-10)", "◀◀", show=False),
+        Binding("shift+right,pagedown", "scrub(10)", "▶▶", show=False),
+        Binding("home", "scrub_to(0)", "first", show=False),
+        Binding("end", "follow", "Latest"),
+        Binding("i", "predict", "Predict"),
+    ]
+
+    def __init__(self, run_id: int):
+        super().__init__()
+        self.run_id = run_id
+        self.run: dict[str, Any] = {}
+        self.tl = RunTimeline()
+        self.cursor: Optional[int] = None  # index into steps; None follows the latest
+        self._busy = False
+        self._done = False
+        self.log_lines: list[str] = []
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"run {self.run_id}: loading…", id="mon-title")
+        yield ProgressBar(total=None, show_eta=False, id="mon-progress")
+        with Horizontal(id="mon-body"):
+            yield PlotextPlot(id="loss-chart")
+            with Vertical(id="mon-side"):
+                yield Static("", id="mon-metrics")
+                yield Static("", id="mon-eval")
+                yield Static("", id="mon-system")
+        yield Static("", id="mon-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._tick()
+        self._timer = self.set_interval(self.app.poll_s, self._tick)  # type: ignore[attr-defined]
+
+    # -- reading ---------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self._busy or self._done:
+            return
+        self._busy = True
+        self._poll(self.tl.last_rowid, self.tl.system[-1]["time"] if self.tl.system else 0)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
+    def _poll(self, after_rowid: int, after_time: int) -> None:
+        store = self.app.store  # type: ignore[attr-defined]
+        try:
+            run = store.run(self.run_id)
+            data = {
+                "run": run,
+                "metrics": store.metrics(self.run_id, after_rowid),
+                "evals": store.evaluations(self.run_id),
+                "system": store.system(self.run_id, after_time),
+                "log": store.log_tail(run, 6),
+            }
+        except Exception:
+            self._busy = False
+            raise
+        self.app.call_from_thread(self._apply, data)
+
+    def _apply(self, data: dict[str, Any]) -> None:
+        try:
+            self.run = data["run"]
+            self.tl.add_metrics(data["metrics"])
+            self.tl.evals = data["evals"]
+            self.tl.system.extend(data["system"])
+            self.log_lines = data["log"]
+            if self.run["status"] not in LIVE:
+                self._done = True  # everything is read: a replay from here on
+                self._timer.stop()
+            self._draw()
+        finally:
+            self._busy = False
+
+    # -- drawing ---------------------------------------------------------------------------------
+    def _step(self) -> Optional[int]:
+        steps = self.tl.steps()
+        if self.cursor is None or not steps:
+            return None
+        return steps[max(0, min(self.cursor, len(steps) - 1))]
+
+    def _draw(self) -> None:
+        run, tl = self.run, self.tl
+        step = self._step()
+        live = run.get("status") in LIVE
+        cur = run.get("step") or 0
+        total = run.get("max_steps") or 0
+        if live and run.get("started_at") and cur and total:
+            elapsed = time.time() - run["started_at"] / 1000
+            eta = f"ETA {fmt_s(elapsed / cur * (total - cur))}"
+        elif live:
+            eta = "starting…" if not cur else ""
+        else:
+            eta = f"took {fmt_duration(run)}"
+        mode = f"replay @ step {step}" if step is not None else ("live" if live else "replay: ←/→ scrub")
+        title = (f"[b]run {run.get('id')}[/b] {short(run.get('name'), 18)} · {run.get('status')} · "
+                 f"step {cur}/{total or '?'} · {eta} · {mode}")
+        if run.get("error"):
+            title += f"\n[red]{run['error'][:150]}[/red]"
+        self.query_one("#mon-title", Static).update(title)
+        bar = self.query_one("#mon-progress", ProgressBar)
+        if total:
+            bar.update(total=total, progress=step if step is not None else cur)
+
+        lines = [("train", *tl.series.get("train/loss", ([], []))),
+                 ("eval", *tl.series.get("eval/loss", ([], [])))]
+        base = tl.baseline()
+        base_loss = base["metrics"].get("eval_loss") if base else None
+        draw_loss(self.query_one("#loss-chart", PlotextPlot), [(lab, list(x), list(y)) for lab, x, y in lines],
+                  hline=base_loss, vline=step,
+                  title="loss (train, eval" + (", ─ baseline)" if base_loss is not None else ")"))
+
+        m = [f"loss      {self._v('train/loss', step, '{:.4f}')}"]
+        for key, label, f in SHOWN:
+            m.append(f"{label:9s} {self._v(key, step, f)}")
+        self.query_one("#mon-metrics", Static).update("\n".join(m))
+
+        ev = tl.eval_at(step)
+        e_lines = []
+        if base:
+            e_lines.append("baseline " + self._eval_text(base["metrics"]))
+        if ev and ev is not base:
+            e_lines.append(f"{ev['phase']} @{ev['step']} " + self._eval_text(ev["metrics"]))
+        self.query_one("#mon-eval", Static).update("\n".join(e_lines) or "eval: none yet")
+        self.query_one("#mon-system", Static).update("\n".join(system_lines(tl.system_at(step))))
+        self.query_one("#mon-log", Static).update("\n".join(ln[-200:] for ln in self.log_lines[-4:]) or "(log empty)")
+
+    def _v(self, key: str, step: Optional[int], f: str) -> str:
+        v = self.tl.at(key, step)
+        return "N/A" if v is None else f.format(v)
+
+    @staticmethod
+    def _eval_text(m: dict[str, Any]) -> str:
+        keep = [(k.removeprefix("eval_"), v) for k, v in m.items() if isinstance(v, (int, float))
+                and not k.endswith(("runtime", "per_second", "epoch"))]
+        return " ".join(f"{k} {v:.3g}" for k, v in keep[:3])
+
+    # -- keys ------------------------------------------------------------------------------------
+    def action_scrub(self, delta: int) -> None:
+        n = len(self.tl.steps())
+        if not n:
+            return
+        pos = n - 1 if self.cursor is None else self.cursor
+        pos = max(0, min(n - 1, pos + delta))
+        self.cursor = pos
+        self._draw()
+
+    def action_scrub_to(self, pos: int) -> None:
+        if self.tl.steps():
+            self.cursor = pos
+            self._draw()
+
+    def action_follow(self) -> None:
+        self.cursor = None
+        self._draw()
+
+    def action_leave(self) -> None:
+        self.app.pop_screen()
+
+    def action_stop(self) -> None:
+        if self.run.get("status") not in LIVE:
+            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: nothing to stop")  # type: ignore[attr-defined]
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._stop()
+
+        self.app.push_screen(ConfirmDialog(f"Stop run {self.run_id}? It saves a checkpoint and ends as stopped."),
+                             answer)
+
+    @work(thread=True, exit_on_error=False, group="stop")
+    def _stop(self) -> None:
+        self.app.store.stop(self.run_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self.notify, f"run {self.run_id}: stop requested")
+
+    def action_predict(self) -> None:
+        if self.run.get("status") != "completed":
+            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: predict needs a completed run")  # type: ignore[attr-defined]
+            return
+        from screens.predict import PredictScreen
+
+        self.app.push_screen(PredictScreen(self.run_id))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
+    flat = [flatten(c) for c in configs]
+    keys = sorted(set().union(*flat))
+    return [(k, [f.get(k) for f in flat]) for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+
+
+class CompareScreen(BaseScreen):
+    """Two or more runs: loss curves overlaid, and the config fields where they differ."""
+
+    BINDINGS = [Binding("escape,q", "leave", "Back"), Binding("e", "toggle_eval", "Train/eval loss")]
+
+    def __init__(self, run_ids: list[int]):
+        super().__init__()
+        self.run_ids = run_ids
+        self.data: list[tuple[dict, RunTimeline]] = []
+        self.key = "train/loss"
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}", id="cmp-title")
+        yield PlotextPlot(id="cmp-chart")
+        yield Static("", id="cmp-diff")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="load")
+    def _load(self) -> None:
+        store = self.app.store  # type: ignore[attr-defined]
+        out = []
+        for rid in self.run_ids:
+            tl = RunTimeline()
+            tl.add_metrics(store.metrics(rid))
+            out.append((store.run(rid), tl))
+        self.app.call_from_thread(self._show, out)
+
+    def _show(self, data) -> None:
+        self.data = data
+        self._draw()
+
+    def _draw(self) -> None:
+        lines = []
+        for run, tl in self.data:
+            xs, ys = tl.series.get(self.key, ([], []))
+            lines.append((f"{run['id']} {run['method']}", list(xs), list(ys)))
+        draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=self.key)
+        diff = config_diff([run["config"] for run, _ in self.data])
+        head = "config differences:" if diff else "configs are identical"
+        rows = [f"  {k:34s} " + "  |  ".join(short(str(v), 18) for v in vals) for k, vals in diff[:12]]
+        if len(diff) > 12:
+            rows.append(f"  … {len(diff) - 12} more")
+        self.query_one("#cmp-diff", Static).update("\n".join([head] + rows))
+
+    def action_toggle_eval(self) -> None:
+        self.key = "eval/loss" if self.key == "train/loss" else "train/loss"
+        self._draw()
+
+    def action_leave(self) -> None:
+        self.app.pop_screen()

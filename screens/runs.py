@@ -1,0 +1,242 @@
+"""Runs (home): the history as a table; open, clone, stop, delete, compare; presets one key away."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.widgets import DataTable, Footer, Header, Input, Static
+
+from screens.base import BaseScreen
+from screens.dialogs import ConfirmDialog
+from tuitune.history import LIVE
+from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
+
+COLUMNS = [("id", "id"), ("status", "status"), ("task", "task"), ("model", "model"), ("method", "method"),
+           ("dataset", "dataset"), ("started", "started"), ("dur", "duration"), ("metric", "main metric")]
+SORTS = ["id", "status", "model", "metric"]
+
+
+class RunsScreen(BaseScreen):
+    BINDINGS = [
+        Binding("enter", "open", "Open", show=True, priority=False),
+        Binding("n", "new", "New"),
+        Binding("p", "presets", "Presets"),
+        Binding("c", "clone", "Clone"),
+        Binding("s", "stop", "Stop"),
+        Binding("d", "delete", "Delete"),
+        Binding("i", "predict", "Predict"),
+        Binding("space", "mark", "Mark"),
+        Binding("v", "compare", "Compare"),
+        Binding("o", "sort", "Sort"),
+        Binding("slash", "filter", "Filter"),
+        Binding("q", "app.quit", "Quit"),
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.runs: list[dict[str, Any]] = []
+        self.marked: set[int] = set()
+        self.sort_by = "id"
+        self._loading = False
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Input(placeholder="/ filter: text or status (running, completed…)", id="filter")
+        table = DataTable(id="runs", cursor_type="row", zebra_stripes=True)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        yield table
+        yield Static("", id="runs-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#runs", DataTable).focus()
+        self.refresh_runs()
+        self.set_interval(self.app.poll_s * 4, self.refresh_runs)  # type: ignore[attr-defined]
+
+    def on_screen_resume(self) -> None:
+        self.refresh_runs()
+
+    # -- data ------------------------------------------------------------------------------------
+    def refresh_runs(self) -> None:
+        if not self._loading:
+            self._loading = True
+            self._load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
+    def _load(self) -> None:
+        try:
+            runs = self.app.store.runs()  # type: ignore[attr-defined]
+        finally:
+            self._loading = False
+        self.app.call_from_thread(self._show, runs)
+
+    def _row(self, r: dict[str, Any]) -> list[str]:
+        mark = "●" if r["id"] in self.marked else " "
+        return [f"{mark}{r['id']}", r["status"], r["task"] or "", short(r["model"], 16), r["method"] or "",
+                short(r["dataset"], 16), fmt_time(r["started_at"] or r["created_at"]), fmt_duration(r),
+                fmt_metric(r)]
+
+    def _visible(self) -> list[dict[str, Any]]:
+        text = self.query_one("#filter", Input).value.strip().lower()
+        rows = [r for r in self.runs if not text or text in " ".join(self._row(r)).lower()
+                or text in (r.get("name") or "").lower()]
+        key = {"id": lambda r: -r["id"], "status": lambda r: (r["status"], -r["id"]),
+               "model": lambda r: (r["model"] or "", -r["id"]),
+               "metric": lambda r: (r.get("main_value") is None, -(r.get("main_value") or 0))}[self.sort_by]
+        return sorted(rows, key=key)
+
+    def _show(self, runs: list[dict[str, Any]]) -> None:
+        self.runs = runs
+        table = self.query_one("#runs", DataTable)
+        current = self.current_id()
+        table.clear()
+        visible = self._visible()
+        for r in visible:
+            table.add_row(*self._row(r), key=str(r["id"]))
+        if current is not None:
+            for i, r in enumerate(visible):
+                if r["id"] == current:
+                    table.move_cursor(row=i, animate=False)
+        hint = self.query_one("#runs-hint", Static)
+        if not runs:
+            hint.update("No runs yet. n: new run (pick a model)   p: start from a preset")
+        else:
+            live = sum(1 for r in runs if r["status"] in LIVE)
+            hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}"
+                        + (f" · marked: {', '.join(map(str, sorted(self.marked)))}" if self.marked else ""))
+
+    def current_id(self) -> int | None:
+        table = self.query_one("#runs", DataTable)
+        if not table.row_count:
+            return None
+        try:
+            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+        except Exception:
+            return None
+        return int(key.value) if key and key.value else None
+
+    def current(self) -> dict[str, Any] | None:
+        rid = self.current_id()
+        return next((r for r in self.runs if r["id"] == rid), None)
+
+    # -- actions ---------------------------------------------------------------------------------
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._show(self.runs)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.query_one("#runs", DataTable).focus()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_open()
+
+    def action_filter(self) -> None:
+        self.query_one("#filter", Input).focus()
+
+    def action_sort(self) -> None:
+        self.sort_by = SORTS[(SORTS.index(self.sort_by) + 1) % len(SORTS)]
+        self._show(self.runs)
+
+    def action_open(self) -> None:
+        run = self.current()
+        if run is None:
+            return
+        from screens.monitor import MonitorScreen
+
+        self.app.push_screen(MonitorScreen(run["id"]))
+
+    def action_new(self) -> None:
+        from screens.wizard import ModelScreen
+
+        self.app.draft = {}  # type: ignore[attr-defined]
+        self.app.push_screen(ModelScreen())
+
+    def action_presets(self) -> None:
+        from screens.wizard import open_presets
+
+        open_presets(self.app)
+
+    def action_clone(self) -> None:
+        run = self.current()
+        if run is None:
+            return
+        from screens.wizard import ModelScreen
+
+        cfg = copy.deepcopy(run["config"])
+        cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
+        self.app.draft = cfg  # type: ignore[attr-defined]
+        self.app.push_screen(ModelScreen())
+
+    def action_stop(self) -> None:
+        run = self.current()
+        if run is None:
+            return
+        if run["status"] not in LIVE:
+            self.app.show_error(f"run {run['id']} is {run['status']}: only a live run can be stopped")  # type: ignore[attr-defined]
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._stop(run["id"])
+
+        self.app.push_screen(ConfirmDialog(f"Stop run {run['id']} ({run['name']})? It saves a checkpoint and "
+                                           "ends as stopped."), answer)
+
+    @work(thread=True, exit_on_error=False, group="change")
+    def _stop(self, run_id: int) -> None:
+        self.app.store.stop(run_id)  # type: ignore[attr-defined]
+        self.app.call_from_thread(self.notify, f"run {run_id}: stop requested")
+        self.app.call_from_thread(self.refresh_runs)
+
+    def action_delete(self) -> None:
+        run = self.current()
+        if run is None:
+            return
+        if run["status"] in LIVE:
+            self.app.show_error(f"run {run['id']} is {run['status']}: stop it first (s)")  # type: ignore[attr-defined]
+            return
+
+        def answer(yes: bool | None) -> None:
+            if yes:
+                self._delete(run["id"])
+
+        self.app.push_screen(ConfirmDialog(f"Delete run {run['id']} ({run['name']}, {run['status']}) "
+                                           "and its files? This cannot be undone."), answer)
+
+    @work(thread=True, exit_on_error=False, group="change")
+    def _delete(self, run_id: int) -> None:
+        self.app.store.delete(run_id)  # type: ignore[attr-defined]
+        self.marked.discard(run_id)
+        self.app.call_from_thread(self.notify, f"deleted run {run_id}")
+        self.app.call_from_thread(self.refresh_runs)
+
+    def action_predict(self) -> None:
+        run = self.current()
+        if run is None:
+            return
+        if run["status"] != "completed":
+            self.app.show_error(f"run {run['id']} is {run['status']}: predict needs a completed run")  # type: ignore[attr-defined]
+            return
+        from screens.predict import PredictScreen
+
+        self.app.push_screen(PredictScreen(run["id"]))
+
+    def action_mark(self) -> None:
+        rid = self.current_id()
+        if rid is None:
+            return
+        self.marked ^= {rid}
+        self._show(self.runs)
+
+    def action_compare(self) -> None:
+        ids = sorted(self.marked)
+        if len(ids) < 2:
+            self.app.show_error("mark two or more runs with space, then press v to compare them")  # type: ignore[attr-defined]
+            return
+        from screens.monitor import CompareScreen
+
+        self.app.push_screen(CompareScreen(ids))

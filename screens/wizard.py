@@ -1,0 +1,562 @@
+"""A new run, step by step: Model → Dataset → Method & training → Review (YAML, save, launch).
+
+The draft config lives on the app (`app.draft`, a plain dict in `RunConfig`'s shape); each step
+fills its part. Inspection runs in workers through `tuitune.ui_data`; bad input shows one inline
+message next to the field, never a crash.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Optional
+
+from pydantic import ValidationError
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.suggester import Suggester
+from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select, Static
+from textual.widgets.option_list import Option
+
+from screens.base import BaseScreen
+from screens.dialogs import AskDialog, PickDialog
+from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
+from tuitune.ui_data import fmt_bytes, fmt_count
+
+
+class PathSuggester(Suggester):
+    """Completes local paths as they are typed (→ accepts)."""
+
+    def __init__(self) -> None:
+        super().__init__(use_cache=False, case_sensitive=True)
+
+    async def get_suggestion(self, value: str) -> Optional[str]:
+        if not value or not value.startswith(("/", ".", "~")):
+            return None
+        p = Path(value).expanduser()
+        parent, stem = (p, "") if value.endswith("/") else (p.parent, p.name)
+        try:
+            names = sorted(x.name + ("/" if x.is_dir() else "") for x in parent.iterdir()
+                           if x.name.startswith(stem) and not x.name.startswith("."))
+        except OSError:
+            return None
+        if not names:
+            return None
+        return value + names[0][len(stem):]
+
+
+def draft_of(app) -> dict[str, Any]:
+    if not getattr(app, "draft", None):
+        app.draft = {}
+    d = app.draft
+    for part in ("model", "data", "method", "quantization", "training", "evaluation"):
+        d.setdefault(part, {})
+    return d
+
+
+# -- Model ----------------------------------------------------------------------------------------
+
+class ModelScreen(BaseScreen):
+    """Step 1: which model. Hub id, local folder (→ completes paths), HF cache or demo assets."""
+
+    BINDINGS = [Binding("ctrl+n", "next", "Next: dataset"), Binding("escape", "back", "Back"),
+                Binding("ctrl+l", "pick", "Choose from list")]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.info = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Model — hub id, local folder, or pick (ctrl+l); enter to inspect", classes="step")
+        yield Input(placeholder="demo:minilm, bert-base-cased, /path/to/model", id="model-name",
+                    suggester=PathSuggester())
+        yield Static("", id="model-error", classes="error")
+        with Horizontal(classes="split"):
+            yield OptionList(id="model-choices", classes="choices")
+            yield Static("", id="model-info", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        d = draft_of(self.app)
+        name = d["model"].get("name_or_path", "")
+        self.query_one("#model-name", Input).value = name
+        self.query_one("#model-name", Input).focus()
+        self._choices()
+        if name:
+            self.inspect(name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="choices")
+    def _choices(self) -> None:
+        from tuitune.ui_data import model_choices
+
+        items = model_choices()
+        self.app.call_from_thread(self._fill_choices, items)
+
+    def _fill_choices(self, items: list[tuple[str, str]]) -> None:
+        ol = self.query_one("#model-choices", OptionList)
+        ol.clear_options()
+        ol.add_options([Option(value, id=value) for _label, value in items])
+        self._items = items
+
+    def on_option_list_option_selected(self, event: OptionList.OptionSelected) -> None:
+        self.query_one("#model-name", Input).value = event.option.id or ""
+        self.inspect(event.option.id or "")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.inspect(event.value)
+
+    def action_pick(self) -> None:
+        def chosen(value: str | None) -> None:
+            if value:
+                self.query_one("#model-name", Input).value = value
+                self.inspect(value)
+
+        self.app.push_screen(PickDialog("Choose a model", getattr(self, "_items", [])), chosen)
+
+    def inspect(self, name: str) -> None:
+        self.query_one("#model-error", Static).update("inspecting…")
+        self._inspect(name)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="inspect")
+    def _inspect(self, name: str) -> None:
+        from tuitune.errors import TuituneError
+        from tuitune.ui_data import inspect_model
+
+        try:
+            info = inspect_model(name)
+        except TuituneError as err:
+            self.app.call_from_thread(self._show, None, str(err))
+            return
+        self.app.call_from_thread(self._show, info, "")
+
+    def _show(self, info, error: str) -> None:
+        self.info = info
+        self.query_one("#model-error", Static).update(error)
+        panel = self.query_one("#model-info", Static)
+        if info is None:
+            panel.update("")
+            return
+        d = draft_of(self.app)
+        batch = int(d["training"].get("per_device_train_batch_size", 16))
+        length = int(d["data"].get("max_length", 128))
+        mem = info.memory(batch, length)
+        lines = [
+            f"[b]{info.name}[/b]  ({info.source})",
+            f"architecture  {info.architecture}",
+            f"parameters    {fmt_count(info.params)}",
+            f"size on disk  {fmt_bytes(info.size_bytes)}",
+            f"layers×hidden {info.layers or '?'}×{info.hidden or '?'}  vocab {fmt_count(info.vocab)}",
+            f"tasks         {', '.join(info.tasks)}",
+            f"memory (batch {batch}, length {length}, rough):",
+            f"  full {fmt_bytes(mem['full'])}   LoRA {fmt_bytes(mem['lora'])}   QLoRA {fmt_bytes(mem['qlora'])}",
+        ]
+        if info.note:
+            lines.append(info.note)
+        panel.update("\n".join(lines))
+
+    def action_next(self) -> None:
+        name = self.query_one("#model-name", Input).value.strip()
+        if self.info is None or self.info.name != name:
+            self.query_one("#model-error", Static).update(
+                "press enter to inspect the model first (it must be found before going on)")
+            self.inspect(name)
+            return
+        d = draft_of(self.app)
+        d["model"]["name_or_path"] = name
+        if d.get("task") not in self.info.tasks:
+            d["task"] = self.info.tasks[0]
+        self.app.push_screen(DatasetScreen(model_path=self.info.path))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+# -- Dataset --------------------------------------------------------------------------------------
+
+class DatasetScreen(BaseScreen):
+    """Step 2: which data, which columns; preview, label counts, splits, token lengths."""
+
+    BINDINGS = [Binding("ctrl+n", "next", "Next: method"), Binding("escape", "back", "Back"),
+                Binding("ctrl+l", "pick", "Choose from list")]
+
+    def __init__(self, model_path: Optional[str] = None) -> None:
+        super().__init__()
+        self.model_path = model_path
+        self.info = None
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Dataset — local file or demo (ctrl+l); enter to read", classes="step")
+        yield Input(placeholder="demo:bbc-news, ./data.csv", id="data-path", suggester=PathSuggester())
+        yield Static("", id="data-error", classes="error")
+        with Horizontal(classes="row"):
+            yield Label("text", classes="field-label")
+            yield Select([], id="text-col", allow_blank=True, prompt="text column")
+            yield Label("label", classes="field-label")
+            yield Select([], id="label-col", allow_blank=True, prompt="label column")
+        with Horizontal(classes="split"):
+            yield DataTable(id="preview", cursor_type="row")
+            yield Static("", id="data-stats", classes="panel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        d = draft_of(self.app)
+        path = d["data"].get("path", "")
+        self.query_one("#data-path", Input).value = path
+        self.query_one("#data-path", Input).focus()
+        if path:
+            self.read(path)
+
+    def action_pick(self) -> None:
+        from tuitune.ui_data import dataset_choices
+
+        def chosen(value: str | None) -> None:
+            if value:
+                self.query_one("#data-path", Input).value = value
+                self.read(value)
+
+        self.app.push_screen(PickDialog("Choose a dataset", dataset_choices()), chosen)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.read(event.value)
+
+    def read(self, path: str) -> None:
+        d = draft_of(self.app)
+        self.query_one("#data-error", Static).update("reading…")
+        self._read(path, d["data"].get("text_column", "text"), d["data"].get("label_column", "label"))
+
+    def _cols(self) -> tuple[Optional[str], Optional[str]]:
+        t = self.query_one("#text-col", Select).value
+        lab = self.query_one("#label-col", Select).value
+        return (t if isinstance(t, str) else None, lab if isinstance(lab, str) else None)
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if self.info is not None and not getattr(self, "_filling", False):
+            t, lab = self._cols()
+            self._read(self.info.path, t, lab)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="read")
+    def _read(self, path: str, text_col: Optional[str], label_col: Optional[str]) -> None:
+        from tuitune.errors import TuituneError
+        from tuitune.ui_data import inspect_dataset
+
+        d = draft_of(self.app)
+        kw = dict(max_length=int(d["data"].get("max_length", 128)),
+                  validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path)
+        error = ""
+        try:
+            base = inspect_dataset(path, **kw)
+        except TuituneError as err:
+            self.app.call_from_thread(self._show, None, str(err), None, None)
+            return
+        # Columns the user asked for but the data lacks: say so, and fall back to none.
+        if text_col not in base.columns:
+            if text_col and path == d["data"].get("path"):
+                error = f"text column {text_col!r} not in dataset: columns are {', '.join(base.columns)}"
+            text_col = "text" if "text" in base.columns else base.columns[0]
+        if label_col and label_col not in base.columns:
+            if path == d["data"].get("path"):
+                error = error or f"label column {label_col!r} not in dataset: columns are {', '.join(base.columns)}"
+            label_col = "label" if "label" in base.columns else None
+        info = inspect_dataset(path, text_col, label_col, **kw)
+        self.app.call_from_thread(self._show, info, error, text_col, label_col)
+
+    def _show(self, info, error: str, text_col, label_col) -> None:
+        self.info = info
+        self.query_one("#data-error", Static).update(error)
+        table = self.query_one("#preview", DataTable)
+        table.clear(columns=True)
+        stats = self.query_one("#data-stats", Static)
+        if info is None:
+            stats.update("")
+            return
+        self._filling = True
+        opts = [(c, c) for c in info.columns]
+        for sel_id, value in (("#text-col", text_col), ("#label-col", label_col)):
+            sel = self.query_one(sel_id, Select)
+            sel.set_options(opts)
+            sel.value = value if value else Select.NULL
+        self.call_after_refresh(setattr, self, "_filling", False)
+        for c in info.columns:
+            table.add_column(c, key=c, width=48 if c == text_col else None)
+        for r in info.rows[:30]:
+            table.add_row(*[str(r.get(c, ""))[:60] for c in info.columns])
+        lines = [f"[b]{info.total:,} rows[/b]  train {info.splits.get('train', 0):,} · "
+                 f"validation {info.splits.get('validation', 0):,}"]
+        if info.label_counts:
+            lines.append(f"{len(info.label_counts)} labels:")
+            for k, v in list(info.label_counts.items())[:8]:
+                lines.append(f"  {k[:18]:18s} {v:6,}")
+            if len(info.label_counts) > 8:
+                lines.append(f"  … {len(info.label_counts) - 8} more")
+        ts = info.token_stats
+        if ts:
+            lines.append(f"tokens ({ts['how']}, {ts['n']:,} rows):")
+            lines.append(f"  mean {ts['mean']:.0f}  p50 {ts['p50']}  p95 {ts['p95']}  max {ts['max']}")
+            lines.append(f"  max_length {ts['max_length']}: {100 * ts['truncated_share']:.0f}% of rows cut,")
+            lines.append(f"  {100 * ts['tokens_lost']:.0f}% of tokens lost")
+        stats.update("\n".join(lines))
+
+    def action_next(self) -> None:
+        path = self.query_one("#data-path", Input).value.strip()
+        err = self.query_one("#data-error", Static)
+        if self.info is None or self.info.path != path:
+            err.update("press enter to read the dataset first")
+            return
+        text_col, label_col = self._cols()
+        d = draft_of(self.app)
+        if not text_col:
+            err.update(f"pick the text column: columns are {', '.join(self.info.columns)}")
+            return
+        if d.get("task") == "classification" and not label_col:
+            err.update(f"classification needs a label column: columns are {', '.join(self.info.columns)}")
+            return
+        d["data"].update(path=path, text_column=text_col, label_column=label_col)
+        self.app.push_screen(MethodScreen())
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+# -- Method & training ------------------------------------------------------------------------------
+
+# (dotted key, label, kind) — kind: int, float, str, list, or a tuple of choices
+FIELDS: list[tuple[str, str, Any]] = [
+    ("name", "run name", "str"),
+    ("task", "task", TASKS),
+    ("method.name", "method", METHODS),
+    ("method.lora_r", "lora_r", "int"),
+    ("method.lora_alpha", "lora_alpha", "int"),
+    ("method.lora_dropout", "lora_dropout", "float"),
+    ("method.target_modules", "target_modules", "list"),
+    ("quantization.load_in", "quantization", ("none", "8bit", "4bit")),
+    ("data.max_length", "max_length", "int"),
+    ("training.num_train_epochs", "epochs", "float"),
+    ("training.max_steps", "max_steps", "int"),
+    ("training.per_device_train_batch_size", "batch size", "int"),
+    ("training.learning_rate", "learning_rate", "float"),
+    ("training.warmup_steps", "warmup_steps", "float"),
+    ("training.logging_steps", "logging_steps", "int"),
+    ("training.eval_steps", "eval_steps", "int"),
+]
+
+
+def _get(d: dict, key: str) -> Any:
+    node: Any = d
+    for part in key.split("."):
+        if not isinstance(node, dict):
+            return None
+        node = node.get(part)
+    return node
+
+
+def _set(d: dict, key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = d
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(parts[-1], None)
+    else:
+        node[parts[-1]] = value
+
+
+def parse(raw: str, kind: Any) -> Any:
+    raw = raw.strip()
+    if raw == "":
+        return None
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            return raw  # the schema says what is wrong with it
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            return raw
+    if kind == "list":
+        return [x.strip() for x in raw.split(",") if x.strip()] or None
+    return raw
+
+
+def _show_value(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, list):
+        return ", ".join(map(str, v))
+    return str(v)
+
+
+def check(draft: dict) -> tuple[Optional[RunConfig], dict[str, str], str]:
+    """Validate a draft: (config or None, {field: message}, message for rules across fields)."""
+    try:
+        return RunConfig.model_validate(draft), {}, ""
+    except ValidationError as err:
+        per: dict[str, str] = {}
+        general = []
+        for e in err.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            msg = describe_validation_error(SimpleNamespace(errors=lambda e=e: [e]))  # type: ignore[arg-type]
+            if loc:
+                per[loc] = msg
+            else:
+                general.append(msg)
+        return None, per, "; ".join(general)
+
+
+class MethodScreen(BaseScreen):
+    """Step 3: task, method and options, quantization, hyperparameters; each checked as typed."""
+
+    BINDINGS = [Binding("ctrl+n", "review", "Review"), Binding("escape", "back", "Back")]
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Method & training — each field is checked as you type", classes="step")
+        yield Static("", id="form-error", classes="error")
+        d = draft_of(self.app)
+        defaults = RunConfig.model_validate({"model": {"name_or_path": "x"}, "data": {"path": "x"}}).model_dump()
+        with VerticalScroll(id="form"):
+            for key, label, kind in FIELDS:
+                value = _get(d, key)
+                if value is None:
+                    value = _get(defaults, key)
+                fid = "f-" + key.replace(".", "-")
+                with Horizontal(classes="field"):
+                    yield Label(label, classes="field-label")
+                    if isinstance(kind, tuple):
+                        yield Select([(c, c) for c in kind], value=value if value in kind else kind[0],
+                                     allow_blank=False, id=fid)
+                    else:
+                        yield Input(_show_value(value), id=fid)
+                    yield Static("", id=fid + "-msg", classes="field-msg")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self._sync()
+        self.query_one("#f-name").focus()
+
+    def _read_form(self) -> dict:
+        d = copy.deepcopy(draft_of(self.app))
+        for key, _label, kind in FIELDS:
+            w = self.query_one("#f-" + key.replace(".", "-"))
+            if isinstance(w, Select):
+                v = w.value if isinstance(w.value, str) else None
+            else:
+                v = parse(w.value, kind)  # type: ignore[attr-defined]
+            _set(d, key, v)
+        return d
+
+    def _sync(self) -> Optional[RunConfig]:
+        d = self._read_form()
+        cfg, per, general = check(d)
+        for key, _label, _kind in FIELDS:
+            msg = per.pop(key, "")
+            self.query_one("#f-" + key.replace(".", "-") + "-msg", Static).update(msg)
+            w = self.query_one("#f-" + key.replace(".", "-"))
+            w.set_class(bool(msg), "invalid-field")
+        other = "; ".join(list(per.values()) + ([general] if general else []))
+        self.query_one("#form-error", Static).update(other)
+        self.app.draft = d  # type: ignore[attr-defined]
+        return cfg
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._sync()
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        if event.select.id == "f-method-name" and event.value == "qlora":
+            self.query_one("#f-quantization-load_in", Select).value = "4bit"
+        self._sync()
+
+    def action_review(self) -> None:
+        cfg = self._sync()
+        if cfg is None:
+            self.notify("fix the marked fields first", severity="error")
+            return
+        self.app.push_screen(ReviewScreen(cfg))
+
+    def action_back(self) -> None:
+        self._sync()
+        self.app.pop_screen()
+
+
+# -- Review ---------------------------------------------------------------------------------------
+
+class ReviewScreen(BaseScreen):
+    """Step 4: the final YAML; save it as a preset, or launch the run."""
+
+    BINDINGS = [Binding("ctrl+l", "launch", "Launch"), Binding("ctrl+s", "save", "Save preset"),
+                Binding("escape", "back", "Back")]
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__()
+        self.cfg = cfg
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Label("Review — ctrl+l launches, ctrl+s saves as a preset", classes="step")
+        with VerticalScroll(id="yaml-box"):
+            yield Static(self.cfg.to_yaml(), id="yaml")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#yaml-box").focus()
+
+    def action_save(self) -> None:
+        def named(name: str | None) -> None:
+            if name:
+                self._save(name)
+
+        self.app.push_screen(AskDialog("Save as preset named:", self.cfg.name or "my-preset"), named)
+
+    @work(thread=True, exit_on_error=False, group="save")
+    def _save(self, name: str) -> None:
+        from tuitune.ui_presets import save_user_preset
+
+        path = save_user_preset(name, self.cfg)
+        self.app.call_from_thread(self.notify, f"saved preset {name} ({path})")
+
+    def action_launch(self) -> None:
+        self._launch()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
+    def _launch(self) -> None:
+        run_id = self.app.store.launch(self.cfg.model_dump(mode="json"))  # type: ignore[attr-defined]
+        self.app.call_from_thread(self._open, run_id)
+
+    def _open(self, run_id: int) -> None:
+        from screens.monitor import MonitorScreen
+        from screens.runs import RunsScreen
+
+        # back to Runs, then the new run's monitor on top
+        while len(self.app.screen_stack) > 1 and not isinstance(self.app.screen, RunsScreen):
+            self.app.pop_screen()
+        self.app.push_screen(MonitorScreen(run_id))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+
+# -- Presets -----------------------------------------------------------------------------------------
+
+def open_presets(app) -> None:
+    """Pick a preset (shipped or saved); its config becomes the draft and the wizard opens on it."""
+    from tuitune.ui_presets import all_presets, load_preset_dict
+
+    def chosen(value: str | None) -> None:
+        if not value:
+            return
+        try:
+            app.draft = load_preset_dict(value)
+        except Exception as err:  # a broken user preset: say so
+            from screens.base import explain
+
+            app.show_error(explain(err))
+            return
+        app.push_screen(ModelScreen())
+
+    app.push_screen(PickDialog("Start from a preset", all_presets()), chosen)

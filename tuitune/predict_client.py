@@ -1,0 +1,92 @@
+"""Drive a long-lived `python -m engine serve RUN` process: the UI's way to query a model.
+
+The engine keeps the base and fine-tuned models loaded; each request is one JSON line on its stdin
+and one answer line on its stdout. The UI process never imports torch. Calls block: run them in a
+worker thread. One request at a time (a lock), so answers never cross.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Optional
+
+from tuitune.errors import TuituneError
+
+
+class PredictClient:
+    def __init__(self, run_id: int, *, start_timeout_s: float = 120.0):
+        self.run_id = run_id
+        self.start_timeout_s = start_timeout_s
+        self._proc: Optional[subprocess.Popen] = None
+        self._lock = threading.Lock()
+        self._next_id = 0
+
+    def _start(self) -> subprocess.Popen:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        env.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine", "serve", str(self.run_id)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            text=True, bufsize=1, env=env,
+        )
+        first = self._readline(proc)
+        if not first.get("ready"):
+            proc.kill()
+            raise TuituneError(first.get("error") or f"the predict engine for run {self.run_id} did not start")
+        return proc
+
+    def _readline(self, proc: subprocess.Popen) -> dict[str, Any]:
+        assert proc.stdout is not None
+        while True:
+            line = proc.stdout.readline()
+            if not line:
+                code = proc.poll()
+                raise TuituneError(f"the predict engine for run {self.run_id} exited (code {code})")
+            line = line.strip()
+            if line.startswith("{"):
+                try:
+                    return json.loads(line)
+                except ValueError:
+                    continue  # a stray print from a library: skip it
+
+    def ask(self, text: str, *, top_k: int = 5, base: bool = False) -> dict[str, Any]:
+        """One answer: {"predictions": [...], "task": ...} or raises TuituneError with the engine's message."""
+        with self._lock:
+            if self._proc is None or self._proc.poll() is not None:
+                self._proc = self._start()
+            self._next_id += 1
+            req = {"id": self._next_id, "text": text, "top_k": top_k, "base": base}
+            try:
+                assert self._proc.stdin is not None
+                self._proc.stdin.write(json.dumps(req) + "\n")
+                self._proc.stdin.flush()
+            except (BrokenPipeError, OSError):
+                self._proc = None
+                raise TuituneError(f"the predict engine for run {self.run_id} stopped: try again") from None
+            answer = self._readline(self._proc)
+        if "error" in answer:
+            raise TuituneError(answer["error"])
+        return answer
+
+    def close(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin:
+                proc.stdin.close()
+            proc.wait(timeout=3)
+        except Exception:
+            proc.kill()
+            try:
+                proc.wait(timeout=3)
+            except Exception:
+                pass
