@@ -75,13 +75,13 @@ def tuitune_cmd() -> list[str]:
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "tuitune.cli"]
 
 
-def tiny_config(model: Path, data: Path, **sections) -> dict:
+def tiny_config(model_path: Path, data_path: Path, /, **sections) -> dict:
     """A config dict for a few CPU steps on the tiny model; sections override parts."""
     cfg = {
         "name": "tiny",
         "task": "classification",
-        "model": {"name_or_path": str(model)},
-        "data": {"path": str(data), "max_length": 32},
+        "model": {"name_or_path": str(model_path)},
+        "data": {"path": str(data_path), "max_length": 32},
         "method": {"name": "full"},
         "training": {"max_steps": 6, "per_device_train_batch_size": 8, "learning_rate": 5e-3,
                      "logging_steps": 1, "eval_steps": 3, "use_cpu": True, "save_total_limit": 1},
@@ -93,3 +93,66 @@ def tiny_config(model: Path, data: Path, **sections) -> dict:
         else:
             cfg[key] = value
     return cfg
+
+
+def execute_run(cfg: dict, *, resume_id: int | None = None):
+    """Create a run row and execute the engine's Run in this process. Returns (run_id, exit code)."""
+    import signal
+
+    from engine.runner import Run
+    from tuitune import paths
+    from tuitune.config import validate_config
+    from tuitune.history import History
+
+    h = History()
+    if resume_id is None:
+        run_id = h.create_run(validate_config(cfg).model_dump(mode="json"), run_dir_for=paths.run_dir)
+    else:
+        run_id = resume_id
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = Run(run_id, resume=resume_id is not None, history=h).execute()
+    finally:
+        for s, handler in saved.items():
+            signal.signal(s, handler)
+    return run_id, code
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide Llama built from SmolLM2's config, with SmolLM2's real tokenizer and chat
+    template (read from the GGUF file the demo package ships). ~3M parameters, mostly embeddings."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from engine import gguf_demo
+
+    out = tmp_path_factory.mktemp("tiny-llama")
+    tok = gguf_demo.load_gguf_tokenizer()
+    assert tok.chat_template and tok.convert_tokens_to_ids("<|im_start|>") != tok.unk_token_id
+    cfg = gguf_demo.load_gguf_config()
+    cfg.update(dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                    num_key_value_heads=2, head_dim=16, max_position_embeddings=512))
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+def run_in_process(config: dict) -> int:
+    """Record a run in the (isolated) history and execute it here, as the engine process would."""
+    from engine.runner import Run
+    from tuitune import paths
+    from tuitune.config import validate_config
+    from tuitune.history import History
+
+    cfg = validate_config(config)
+    h = History()
+    run_id = h.create_run(cfg.model_dump(mode="json"), run_dir_for=paths.run_dir)
+    paths.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+    code = Run(run_id, history=h).execute()
+    run = h.get_run(run_id)
+    assert code == 0 and run["status"] == "completed", run.get("error")
+    return run_id
