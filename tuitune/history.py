@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from tuitune.errors import TuituneError
+from tuitune.safety import scrub, scrub_obj
 
 STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed")
 LIVE = ("queued", "running")
@@ -98,20 +99,56 @@ def pid_alive(pid: Optional[int]) -> bool:
         return True
 
 
+class _Connection:
+    """A sqlite3 connection whose every call turns a database error (locked, read-only, corrupt,
+    disk full) into a one-line `TuituneError` that says how to recover, reads included."""
+
+    def __init__(self, conn: sqlite3.Connection, explain):
+        self._conn = conn
+        self._explain = explain
+
+    def execute(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, tuple(params))
+        except sqlite3.DatabaseError as err:
+            raise self._explain(err) from None
+
+    def executemany(self, sql: str, rows) -> sqlite3.Cursor:
+        try:
+            return self._conn.executemany(sql, rows)
+        except sqlite3.DatabaseError as err:
+            raise self._explain(err) from None
+
+    def __enter__(self):
+        self._conn.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            return self._conn.__exit__(*exc)
+        except sqlite3.DatabaseError as err:
+            raise self._explain(err) from None
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
 class History:
     """A connection to the history database. One per process (or thread)."""
 
-    def __init__(self, path: Optional[Path] = None, *, timeout_s: float = 30.0):
+    def __init__(self, path: Optional[Path] = None, *, timeout_s: Optional[float] = None):
         from tuitune import paths
 
+        if timeout_s is None:  # how long to wait for another writer before "locked"
+            timeout_s = float(os.environ.get("TUITUNE_DB_TIMEOUT") or 30.0)
         self.path = Path(path) if path else paths.db_path()
         new = not self.path.exists()
         try:
-            self.conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None,
-                                        check_same_thread=False)
+            raw = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+            raw.row_factory = sqlite3.Row
+            self.conn = _Connection(raw, self._explain)
             if new:
                 os.chmod(self.path, 0o600)
-            self.conn.row_factory = sqlite3.Row
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.conn.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -136,6 +173,8 @@ class History:
                 f"history database {p} cannot be written ({msg}): check its permissions and free disk, "
                 "or set TUITUNE_HOME to a writable folder"
             )
+        if "full" in msg:
+            return TuituneError(f"disk full writing the history database {p}: free space and retry")
         if "locked" in msg or "busy" in msg:
             return TuituneError(
                 f"history database {p} is locked by another program (not tuitune?): close it and retry"
@@ -187,8 +226,8 @@ class History:
             "INSERT INTO runs (name, status, task, model, method, dataset, config, created_at, host) "
             "VALUES (?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
             (
-                config.get("name"), config.get("task"), config["model"]["name_or_path"],
-                config["method"]["name"], config["data"]["path"], json.dumps(config),
+                scrub(config.get("name")), config.get("task"), scrub(config["model"]["name_or_path"]),
+                config["method"]["name"], scrub(config["data"]["path"]), json.dumps(scrub_obj(config)),
                 now_ms(), socket.gethostname(),
             ),
         )
@@ -200,6 +239,9 @@ class History:
     def update_run(self, run_id: int, **fields: Any) -> None:
         if not fields:
             return
+        for key in ("config", "error"):  # never store a Hugging Face token
+            if isinstance(fields.get(key), str):
+                fields[key] = scrub(fields[key])
         cols = ", ".join(f"{k}=?" for k in fields)
         self._write(f"UPDATE runs SET {cols} WHERE id=?", (*fields.values(), run_id))
 
@@ -373,7 +415,7 @@ class History:
 
     def log_event(self, run_id: int, kind: str, message: Optional[str] = None, step: Optional[int] = None) -> None:
         self._write("INSERT INTO events (run_id, time, step, kind, message) VALUES (?,?,?,?,?)",
-                    (run_id, now_ms(), step, kind, message))
+                    (run_id, now_ms(), step, kind, scrub(message)))
 
     def events(self, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(

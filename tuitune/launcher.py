@@ -18,7 +18,8 @@ from typing import Optional
 from tuitune import paths
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
-from tuitune.history import LIVE, History, pid_alive
+from tuitune.history import LIVE, History, now_ms, pid_alive
+from tuitune.safety import private_text, scrub
 
 
 def engine_command(run_id: int, processes: int = 1, *, resume: bool = False) -> list[str]:
@@ -40,7 +41,8 @@ def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = Fals
     # The engine must find our packages even when started from another working directory.
     root = str(Path(__file__).resolve().parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    with open(run_dir / "engine.log", "ab") as log:
+    log_fd = os.open(run_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
             engine_command(run_id, cfg.training.processes, resume=resume),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -55,7 +57,7 @@ def start_run(history: History, cfg: RunConfig) -> int:
     run_id = history.create_run(cfg.model_dump(mode="json"), run_dir_for=paths.run_dir)
     run_dir = paths.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
+    private_text(run_dir / "config.yaml", scrub(cfg.to_yaml()))
     _spawn(history, run_id, cfg)
     return run_id
 
@@ -81,19 +83,24 @@ def resume_run(history: History, run_id: int) -> int:
         raise TuituneError(f"run {run_id} is still {run['status']}: nothing to resume")
     if run["status"] == "completed":
         raise TuituneError(f"run {run_id} has completed: clone its config to train further")
-    ckpts = checkpoints(run_id)
+    ckpts = checkpoints(run_id, Path(run["run_dir"]) if run.get("run_dir") else None)
     if not ckpts:
         raise TuituneError(f"run {run_id} has no checkpoint to resume from: start it again with `tuitune run`")
     cfg = RunConfig.model_validate(run["config"])
+    # pid=None and a fresh heartbeat: a reader looking before the new engine starts must not
+    # take the old, dead pid (or an old timestamp) as a fresh crash
     history.update_run(run_id, status="queued", error=None, ended_at=None, stop_requested=0,
-                       heartbeat_at=None)
+                       pid=None, heartbeat_at=now_ms())
     history.log_event(run_id, "resume", f"from {ckpts[-1].name}")
     return _spawn(history, run_id, cfg, resume=True)
 
 
-def checkpoints(run_id: int) -> list[Path]:
-    d = paths.run_dir(run_id) / "checkpoints"
-    found = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+def checkpoints(run_id: int, run_dir: Optional[Path] = None) -> list[Path]:
+    """Complete checkpoints, oldest first. Trainer writes trainer_state.json last, so a folder
+    without it was cut short (kill -9 or a full disk mid-save) and cannot be resumed from."""
+    d = Path(run_dir or paths.run_dir(run_id)) / "checkpoints"
+    found = [p for p in d.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()
+             and (p / "trainer_state.json").is_file()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
