@@ -55,6 +55,8 @@ def test_evaluations_events_and_system_samples():
     h.log_evaluation(rid, "baseline", 0, {"eval_accuracy": 0.2})
     h.log_evaluation(rid, "final", 10, {"eval_accuracy": 0.9})
     assert [e["phase"] for e in h.evaluations(rid)] == ["baseline", "final"]
+    assert [e["message"] for e in h.events(rid) if e["kind"] == "eval"] == [
+        "baseline: accuracy 0.2", "final: accuracy 0.9"]
     h.log_system(rid, {"cpu_percent": 50.0, "ram_used": 1, "ram_total": 2, "gpus": []}, step=3)
     [s] = h.system(rid)
     assert s["gpus"] == [] and s["step"] == 3

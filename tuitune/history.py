@@ -384,6 +384,10 @@ class History:
     def log_evaluation(self, run_id: int, phase: str, step: int, metrics: dict[str, float]) -> None:
         self._write("INSERT INTO evaluations (run_id, phase, step, time, metrics) VALUES (?,?,?,?,?)",
                     (run_id, phase, int(step), now_ms(), json.dumps(metrics)))
+        shown = ", ".join(f"{k.split('_', 1)[-1]} {v:.4g}" for k, v in metrics.items()
+                          if isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second", "epoch"))
+                          and "preparation" not in k)
+        self.log_event(run_id, "eval", f"{phase}: {shown}", step=int(step))
 
     def evaluations(self, run_id: int, phase: Optional[str] = None) -> list[dict[str, Any]]:
         sql, params = "SELECT phase, step, time, metrics FROM evaluations WHERE run_id=?", [run_id]
