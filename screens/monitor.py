@@ -12,6 +12,7 @@ import bisect
 import time
 from typing import Any, Optional
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -166,8 +167,8 @@ class MonitorScreen(BaseScreen):
                 yield Static("", id="mon-metrics")
                 yield Static("", id="mon-eval")
                 yield Static("", id="mon-system")
-        yield Static("", id="mon-log")
-        yield Footer()
+        yield Static("", id="mon-log", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._tick()
@@ -232,10 +233,10 @@ class MonitorScreen(BaseScreen):
         else:
             eta = f"took {fmt_duration(run)}"
         mode = f"replay @ step {step}" if step is not None else ("live" if live else "replay: ←/→ scrub")
-        title = (f"[b]run {run.get('id')}[/b] {short(run.get('name'), 18)} · {run.get('status')} · "
+        title = (f"[b]run {run.get('id')}[/b] {escape(short(run.get('name'), 18))} · {run.get('status')} · "
                  f"step {cur}/{total or '?'} · {eta} · {mode}")
         if run.get("error"):
-            title += f"\n[red]{run['error'][:150]}[/red]"
+            title += f"\n[red]{escape(run['error'][:150])}[/red]"
         self.query_one("#mon-title", Static).update(title)
         bar = self.query_one("#mon-progress", ProgressBar)
         if total:
@@ -354,8 +355,8 @@ class CompareScreen(BaseScreen):
         yield Header()
         yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}", id="cmp-title")
         yield PlotextPlot(id="cmp-chart")
-        yield Static("", id="cmp-diff")
-        yield Footer()
+        yield Static("", id="cmp-diff", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._load()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -32,7 +33,7 @@ def answer_lines(answer: Optional[dict[str, Any]], width: int = 14) -> str:
     out = []
     for p in answer.get("predictions", [])[:8]:
         name = p.get("token_str", p.get("label", "?"))
-        out.append(f"{str(name)[:14]:14s} {bar(p['score'], width)} {p['score']:.3f}")
+        out.append(f"{escape(str(name)[:14]):14s} {bar(p['score'], width)} {p['score']:.3f}")
     return "\n".join(out)
 
 
@@ -49,13 +50,13 @@ class PredictScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"run {self.run_id} · type text (masked LM: include [MASK])", id="pred-title")
+        yield Static(f"run {self.run_id} · type text (masked LM: include \\[MASK])", id="pred-title")
         yield Input(self.text, id="pred-text")
         yield Static("loading the model (first answer takes a few seconds)…", id="pred-status")
         with Horizontal(id="pred-body"):
             yield Static("", id="pred-base", classes="panel")
             yield Static("", id="pred-tuned", classes="panel")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.client = self.app.predict_factory(self.run_id)  # type: ignore[attr-defined]
@@ -92,7 +93,7 @@ class PredictScreen(BaseScreen):
         if text != self.query_one("#pred-text", Input).value:
             return  # an answer to older text: a newer question is on its way
         status = self.query_one("#pred-status", Static)
-        status.update(f"[red]{error}[/red]" if error else
+        status.update(f"[red]{escape(error)}[/red]" if error else
                       ("label probabilities" if tuned and tuned.get("task") == "classification" else "top-5 tokens"))
         if error:
             return

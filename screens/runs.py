@@ -15,8 +15,8 @@ from screens.dialogs import ConfirmDialog
 from tuitune.history import LIVE
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
-COLUMNS = [("id", "id"), ("status", "status"), ("task", "task"), ("model", "model"), ("method", "method"),
-           ("dataset", "dataset"), ("started", "started"), ("dur", "duration"), ("metric", "main metric")]
+COLUMNS = [("id", "id"), ("status", "status"), ("model", "model"), ("method", "method"), ("metric", "main metric"),
+           ("dataset", "dataset"), ("task", "task"), ("started", "started"), ("dur", "duration")]
 SORTS = ["id", "status", "model", "metric"]
 
 
@@ -29,7 +29,7 @@ class RunsScreen(BaseScreen):
         Binding("s", "stop", "Stop"),
         Binding("d", "delete", "Delete"),
         Binding("i", "predict", "Predict"),
-        Binding("space", "mark", "Mark"),
+        Binding("space", "mark", "Mark", key_display="␣"),
         Binding("v", "compare", "Compare"),
         Binding("o", "sort", "Sort"),
         Binding("slash", "filter", "Filter"),
@@ -51,7 +51,7 @@ class RunsScreen(BaseScreen):
             table.add_column(label, key=key)
         yield table
         yield Static("", id="runs-hint")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#runs", DataTable).focus()
@@ -77,9 +77,9 @@ class RunsScreen(BaseScreen):
 
     def _row(self, r: dict[str, Any]) -> list[str]:
         mark = "●" if r["id"] in self.marked else " "
-        return [f"{mark}{r['id']}", r["status"], r["task"] or "", short(r["model"], 16), r["method"] or "",
-                short(r["dataset"], 16), fmt_time(r["started_at"] or r["created_at"]), fmt_duration(r),
-                fmt_metric(r)]
+        return [f"{mark}{r['id']}", r["status"], short(r["model"], 14), r["method"] or "", fmt_metric(r),
+                short(r["dataset"], 14), r["task"] or "", fmt_time(r["started_at"] or r["created_at"]),
+                fmt_duration(r)]
 
     def _visible(self) -> list[dict[str, Any]]:
         text = self.query_one("#filter", Input).value.strip().lower()

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any, Optional
 
 from pydantic import ValidationError
+from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -74,11 +75,11 @@ class ModelScreen(BaseScreen):
         yield Label("Model — hub id, local folder, or pick (ctrl+l); enter to inspect", classes="step")
         yield Input(placeholder="demo:minilm, bert-base-cased, /path/to/model", id="model-name",
                     suggester=PathSuggester())
-        yield Static("", id="model-error", classes="error")
+        yield Static("", id="model-error", classes="error", markup=False)
         with Horizontal(classes="split"):
             yield OptionList(id="model-choices", classes="choices")
             yield Static("", id="model-info", classes="panel")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         d = draft_of(self.app)
@@ -145,14 +146,15 @@ class ModelScreen(BaseScreen):
         length = int(d["data"].get("max_length", 128))
         mem = info.memory(batch, length)
         lines = [
-            f"[b]{info.name}[/b]  ({info.source})",
+            f"[b]{escape(info.name)}[/b]  ({info.source})",
             f"architecture  {info.architecture}",
             f"parameters    {fmt_count(info.params)}",
             f"size on disk  {fmt_bytes(info.size_bytes)}",
             f"layers×hidden {info.layers or '?'}×{info.hidden or '?'}  vocab {fmt_count(info.vocab)}",
             f"tasks         {', '.join(info.tasks)}",
             f"memory (batch {batch}, length {length}, rough):",
-            f"  full {fmt_bytes(mem['full'])}   LoRA {fmt_bytes(mem['lora'])}   QLoRA {fmt_bytes(mem['qlora'])}",
+            f"  full {fmt_bytes(mem['full'])} · LoRA {fmt_bytes(mem['lora'])}",
+            f"  QLoRA {fmt_bytes(mem['qlora'])}",
         ]
         if info.note:
             lines.append(info.note)
@@ -192,7 +194,7 @@ class DatasetScreen(BaseScreen):
         yield Header()
         yield Label("Dataset — local file or demo (ctrl+l); enter to read", classes="step")
         yield Input(placeholder="demo:bbc-news, ./data.csv", id="data-path", suggester=PathSuggester())
-        yield Static("", id="data-error", classes="error")
+        yield Static("", id="data-error", classes="error", markup=False)
         with Horizontal(classes="row"):
             yield Label("text", classes="field-label")
             yield Select([], id="text-col", allow_blank=True, prompt="text column")
@@ -201,7 +203,7 @@ class DatasetScreen(BaseScreen):
         with Horizontal(classes="split"):
             yield DataTable(id="preview", cursor_type="row")
             yield Static("", id="data-stats", classes="panel")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         d = draft_of(self.app)
@@ -235,8 +237,9 @@ class DatasetScreen(BaseScreen):
         return (t if isinstance(t, str) else None, lab if isinstance(lab, str) else None)
 
     def on_select_changed(self, event: Select.Changed) -> None:
-        if self.info is not None and not getattr(self, "_filling", False):
+        if self.info is not None and self._cols() != getattr(self, "_shown_cols", None):
             t, lab = self._cols()
+            self._shown_cols = (t, lab)
             self._read(self.info.path, t, lab)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
@@ -274,13 +277,12 @@ class DatasetScreen(BaseScreen):
         if info is None:
             stats.update("")
             return
-        self._filling = True
+        self._shown_cols = (text_col, label_col)
         opts = [(c, c) for c in info.columns]
         for sel_id, value in (("#text-col", text_col), ("#label-col", label_col)):
             sel = self.query_one(sel_id, Select)
             sel.set_options(opts)
             sel.value = value if value else Select.NULL
-        self.call_after_refresh(setattr, self, "_filling", False)
         for c in info.columns:
             table.add_column(c, key=c, width=48 if c == text_col else None)
         for r in info.rows[:30]:
@@ -417,7 +419,7 @@ class MethodScreen(BaseScreen):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Label("Method & training — each field is checked as you type", classes="step")
-        yield Static("", id="form-error", classes="error")
+        yield Static("", id="form-error", classes="error", markup=False)
         d = draft_of(self.app)
         defaults = RunConfig.model_validate({"model": {"name_or_path": "x"}, "data": {"path": "x"}}).model_dump()
         with VerticalScroll(id="form"):
@@ -433,8 +435,8 @@ class MethodScreen(BaseScreen):
                                      allow_blank=False, id=fid)
                     else:
                         yield Input(_show_value(value), id=fid)
-                    yield Static("", id=fid + "-msg", classes="field-msg")
-        yield Footer()
+                    yield Static("", id=fid + "-msg", classes="field-msg", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self._sync()
@@ -500,8 +502,8 @@ class ReviewScreen(BaseScreen):
         yield Header()
         yield Label("Review — ctrl+l launches, ctrl+s saves as a preset", classes="step")
         with VerticalScroll(id="yaml-box"):
-            yield Static(self.cfg.to_yaml(), id="yaml")
-        yield Footer()
+            yield Static(self.cfg.to_yaml(), id="yaml", markup=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
         self.query_one("#yaml-box").focus()
