@@ -124,3 +124,26 @@ def test_presets_ship_in_a_non_editable_install(tmp_path):
     where, names = json.loads(out.stdout)
     assert where.startswith(str(target))
     assert "bbc-news-minilm" in names and "minilm-mlm" in names
+
+
+def test_export_writes_the_whole_timeline(tmp_path):
+    """Export reads the history with sqlite-utils; rows written by History come back whole."""
+    import csv
+
+    from tuitune.history import History
+
+    h = History()
+    rid = h.create_run({"name": "x", "task": "classification", "model": {"name_or_path": "m"},
+                        "data": {"path": "d"}, "method": {"name": "full"}})
+    for step in range(1, 6):
+        h.log_metrics(rid, step, {"train/loss": 1.0 / step})
+    h.log_evaluation(rid, "final", 5, {"eval_accuracy": 0.75})
+    h.set_status(rid, "completed")
+    out = json.loads(tuitune("export", str(rid), "--out", str(tmp_path / "exp"), "--json", check_rc=0).stdout)
+    files = {Path(f).name: Path(f) for f in out["files"]}
+    with open(files[f"run-{rid}-metrics.csv"]) as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert float(rows[-1]["value"]) == pytest.approx(0.2)
+    assert json.loads(files[f"run-{rid}.json"].read_text())["status"] == "completed"
+    assert all(str(f).startswith(str(tmp_path / "exp")) for f in files.values())

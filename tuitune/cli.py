@@ -58,6 +58,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "merge":
             c.add_argument("--out", help="folder for the merged model (default runs/<id>/merged)")
 
+    ex = sub.add_parser("export", parents=[common], help="write a run's metrics, evaluations and events to files")
+    ex.add_argument("run", metavar="RUN")
+    ex.add_argument("--out", required=True, help="folder to write into (created if missing)")
+    ex.add_argument("--format", choices=["csv", "json"], default="csv")
+
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
 
     pr = sub.add_parser("predict", parents=[common], help="query a trained run (fill-mask or labels)")
@@ -281,6 +286,18 @@ def cmd_merge(args, h) -> int:
     return 0
 
 
+def cmd_export(args, h) -> int:
+    from tuitune.export import export_run
+
+    run = h.get_run(args.run)
+    files = export_run(h.path, run["id"], Path(args.out), args.format)
+    if args.json:
+        _print_json({"id": run["id"], "files": [str(f) for f in files]})
+    else:
+        print("\n".join(str(f) for f in files))
+    return 0
+
+
 def cmd_run(args, h) -> int:
     from tuitune import launcher
     from tuitune.config import load_config
@@ -399,7 +416,7 @@ def _print_final(s: dict) -> None:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
             "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
-            "config": cmd_config}
+            "config": cmd_config, "export": cmd_export}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
