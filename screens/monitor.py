@@ -272,7 +272,7 @@ class MonitorScreen(BaseScreen):
     @staticmethod
     def _eval_text(m: dict[str, Any]) -> str:
         keep = [(k.removeprefix("eval_"), v) for k, v in m.items() if isinstance(v, (int, float))
-                and not k.endswith(("runtime", "per_second", "epoch"))]
+                and not k.endswith(("runtime", "per_second", "epoch", "_time"))]
         return " ".join(f"{k} {v:.3g}" for k, v in keep[:3])
 
     # -- keys ------------------------------------------------------------------------------------

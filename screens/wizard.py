@@ -451,6 +451,8 @@ class MethodScreen(BaseScreen):
             else:
                 v = parse(w.value, kind)  # type: ignore[attr-defined]
             _set(d, key, v)
+        if not d.get("name"):  # a run needs a label: model and method by default
+            d["name"] = f"{Path(str(_get(d, 'model.name_or_path') or 'model')).name}-{_get(d, 'method.name') or 'full'}"
         return d
 
     def _sync(self) -> Optional[RunConfig]:
