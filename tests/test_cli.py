@@ -147,3 +147,15 @@ def test_export_writes_the_whole_timeline(tmp_path):
     assert float(rows[-1]["value"]) == pytest.approx(0.2)
     assert json.loads(files[f"run-{rid}.json"].read_text())["status"] == "completed"
     assert all(str(f).startswith(str(tmp_path / "exp")) for f in files.values())
+
+
+def test_presets_saved_by_the_user_are_listed_and_runnable_by_name(tuitune_home):
+    from tuitune.config import load_config
+    from tuitune.ui_presets import save_user_preset
+
+    save_user_preset("my-lora", load_config("bbc-news-minilm", ["method.name=lora"]))
+    rows = json.loads(tuitune("presets", "--json", check_rc=0).stdout)
+    mine = [r for r in rows if r["name"] == "my-lora"]
+    assert mine and mine[0]["source"] == "yours"
+    shown = json.loads(tuitune("config", "my-lora", "--json", check_rc=0).stdout)
+    assert shown["method"]["name"] == "lora"

@@ -144,11 +144,11 @@ def run_summary(h, run: dict) -> dict[str, Any]:
 def cmd_presets(args, h) -> int:
     from tuitune import presets
 
-    names = presets.list_presets()
+    rows = [(n, "shipped") for n in presets.list_presets()] + [(n, "yours") for n in presets.list_user_presets()]
     if args.json:
-        _print_json([{"name": n, "description": presets.preset_summary(n)} for n in names])
+        _print_json([{"name": n, "source": src, "description": presets.preset_summary(n)} for n, src in rows])
     else:
-        print(_table([[n, presets.preset_summary(n)] for n in names], ["preset", "what it does"]))
+        print(_table([[n, src, presets.preset_summary(n)] for n, src in rows], ["preset", "source", "what it does"]))
     return 0
 
 
@@ -442,6 +442,9 @@ def main(argv: Optional[list[str]] = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `tuitune runs | head`: the reader left; not an error worth a message
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as err:  # noqa: BLE001 - one line, never a traceback (unless --debug)
         if args.debug:
             raise

@@ -16,12 +16,27 @@ def list_presets() -> list[str]:
     return sorted(p.stem for p in presets_dir().glob("*.yaml"))
 
 
+def user_presets_dir() -> Path:
+    """The user's own presets (saved from the UI): $TUITUNE_HOME/presets."""
+    from tuitune import paths
+
+    p = paths.home() / "presets"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def list_user_presets() -> list[str]:
+    return sorted(p.stem for p in user_presets_dir().glob("*.yaml"))
+
+
 def preset_path(name: str) -> Path:
-    path = presets_dir() / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(list_presets())
-        raise TuituneError(f"no preset or file named {name!r}: presets are {known}")
-    return path
+    """A shipped preset by name, else one of the user's own."""
+    for folder in (presets_dir(), user_presets_dir()):
+        path = folder / f"{name}.yaml"
+        if path.exists():
+            return path
+    known = ", ".join(list_presets() + list_user_presets())
+    raise TuituneError(f"no preset or file named {name!r}: presets are {known}")
 
 
 def preset_summary(name: str) -> str:

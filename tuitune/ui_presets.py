@@ -5,15 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tuitune import paths, presets
+from tuitune import presets
 from tuitune.config import RunConfig, read_yaml
 from tuitune.errors import TuituneError
 
 
 def user_dir() -> Path:
-    p = paths.home() / "presets"
-    p.mkdir(parents=True, exist_ok=True)
-    return p
+    return presets.user_presets_dir()
 
 
 def all_presets() -> list[tuple[str, str]]:
