@@ -134,8 +134,9 @@ class SystemSampler(threading.Thread):
             pass
         while not self._halt.wait(self.interval_s):
             try:
-                h.log_system(self.run_id, sysmon.sample(), step=self.step_fn())
-                h.heartbeat(self.run_id)
+                step = self.step_fn()
+                h.log_system(self.run_id, sysmon.sample(), step=step)
+                h.heartbeat(self.run_id, step or None)  # the step shows live between log lines
             except Exception:
                 pass  # a busy database or a full disk must not kill training; the next tick retries
         h.close()

@@ -264,7 +264,8 @@ class History:
         if step is None:
             self._write("UPDATE runs SET heartbeat_at=? WHERE id=?", (now_ms(), run_id))
         else:
-            self._write("UPDATE runs SET heartbeat_at=?, step=? WHERE id=?", (now_ms(), step, run_id))
+            self._write("UPDATE runs SET heartbeat_at=?, step=MAX(COALESCE(step, 0), ?) WHERE id=?",
+                        (now_ms(), step, run_id))
 
     def request_stop(self, run_id: int) -> None:
         self._write("UPDATE runs SET stop_requested=1 WHERE id=?", (run_id,))
