@@ -46,6 +46,12 @@ def mixed_precision(cfg: RunConfig) -> dict[str, bool]:
     return {"bf16": mp == "bf16", "fp16": mp == "fp16"}
 
 
+def _cuda(cfg: RunConfig) -> bool:
+    import torch
+
+    return torch.cuda.is_available() and not cfg.training.use_cpu
+
+
 def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=None, **extra: Any):
     from transformers import TrainingArguments
 
@@ -69,6 +75,7 @@ def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=Non
         metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better if best_metric != "loss" else False,
         report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
         dataloader_num_workers=t.dataloader_num_workers,
+        dataloader_pin_memory=_cuda(cfg),
         **mixed_precision(cfg),
     )
     if t.gradient_checkpointing:
