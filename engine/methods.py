@@ -170,6 +170,119 @@ def lora_config(model, cfg: RunConfig, task):
 
 @register("lora")
 def lora(model, cfg, task):
+    """LoRA (rsLoRA / DoRA via method.use_rslora / use_dora); on an 8-bit or 4-bit base, k-bit prep first."""
     from peft import get_peft_model
 
+    if _quantized(model):
+        model = _prepare_quantized(model, cfg)
     return get_peft_model(model, lora_config(model, cfg, task))
+
+
+def _quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+                or getattr(model, "is_quantized", False))
+
+
+def _prepare_quantized(model, cfg):
+    """Freeze the quantized base, upcast norms, enable input grads (peft's k-bit recipe)."""
+    from peft import prepare_model_for_kbit_training
+
+    return prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=cfg.training.gradient_checkpointing,
+        gradient_checkpointing_kwargs={"use_reentrant": False} if cfg.training.gradient_checkpointing else None,
+    )
+
+
+@register("qlora")
+def qlora(model, cfg, task):
+    """QLoRA: a 4-bit base (frozen, quantized at load time) plus LoRA adapters in full precision."""
+    if not _quantized(model):
+        raise TuituneError("method qlora needs a 4-bit base model: set quantization.load_in=4bit")
+    return lora(model, cfg, task)
+
+
+# -- additive -------------------------------------------------------------------------------------
+
+def _additive_task_type(cfg, task, method: str):
+    """peft task type for prompt-learning methods, or a clear error where the pair cannot work."""
+    if task.name == "mlm":
+        return "FEATURE_EXTRACTION"  # no masked-LM task type; this one forwards labels and works
+    if task.name in ("sft", "dpo"):
+        return "CAUSAL_LM"
+    return task.peft_task_type
+
+
+def _check_prompt_learning(model, task, method: str) -> None:
+    mt = getattr(model.config, "model_type", "?")
+    if method == "prefix_tuning" and task.name == "classification" and mt in ("bert", "roberta", "distilbert",
+                                                                             "electra", "deberta", "deberta-v2",
+                                                                             "xlm-roberta", "albert", "mpnet"):
+        raise TuituneError(
+            f"prefix_tuning is not supported for {mt} classifiers (transformers 5 changed the cache argument "
+            "peft relies on): use prompt_tuning, ia3 or lora, or prefix_tuning with task mlm"
+        )
+    if method == "prefix_tuning" and mt == "distilbert":
+        raise TuituneError("prefix_tuning is not supported for distilbert (no key/value cache): use prompt_tuning or lora")
+
+
+@register("prompt_tuning")
+def prompt_tuning(model, cfg, task):
+    """Soft prompts: `num_virtual_tokens` trainable embeddings prepended to every input."""
+    from peft import PromptTuningConfig, PromptTuningInit, get_peft_model
+
+    m = cfg.method
+    _check_prompt_learning(model, task, "prompt_tuning")
+    kw = {}
+    if m.prompt_tuning_init == "text":
+        from engine import models
+
+        kw = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=m.prompt_tuning_init_text,
+                  tokenizer_name_or_path=models.resolve(cfg.model.name_or_path))
+    pc = PromptTuningConfig(task_type=_additive_task_type(cfg, task, "prompt_tuning"),
+                            num_virtual_tokens=m.num_virtual_tokens, **kw)
+    return get_peft_model(model, pc)
+
+
+@register("prefix_tuning")
+def prefix_tuning(model, cfg, task):
+    """Trainable key/value prefixes in every attention layer (`num_virtual_tokens` long)."""
+    from peft import PrefixTuningConfig, get_peft_model
+
+    _check_prompt_learning(model, task, "prefix_tuning")
+    pc = PrefixTuningConfig(task_type=_additive_task_type(cfg, task, "prefix_tuning"),
+                            num_virtual_tokens=cfg.method.num_virtual_tokens)
+    try:
+        return get_peft_model(model, pc)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise TuituneError(f"prefix_tuning is not supported for {type(model).__name__} ({str(err).splitlines()[0][:120]}): "
+                           "use prompt_tuning, ia3 or lora") from None
+
+
+def ia3_modules(model, cfg) -> tuple[list[str], list[str]]:
+    """(target_modules, feedforward_modules): the user's, else peft's per-architecture defaults."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as ff_map,
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as target_map,
+    )
+
+    mt = getattr(model.config, "model_type", None)
+    targets = cfg.method.target_modules or target_map.get(mt)
+    if not targets:
+        raise TuituneError(f"no default IA3 modules for model type {mt!r}: set method.target_modules "
+                           "(attention key/value and the feed-forward output, e.g. [k_proj, v_proj, down_proj])")
+    ff_default = ff_map.get(mt) or []
+    ff = [t for t in targets if t in ff_default or any(t.endswith(f) for f in ff_default)]
+    return list(targets), ff
+
+
+@register("ia3")
+def ia3(model, cfg, task):
+    """IA3: learned vectors that rescale keys, values and feed-forward activations."""
+    from peft import IA3Config, get_peft_model
+
+    if _quantized(model):
+        model = _prepare_quantized(model, cfg)
+    targets, ff = ia3_modules(model, cfg)
+    pc = IA3Config(target_modules=targets, feedforward_modules=ff,
+                   modules_to_save=_modules_to_save(model, cfg, task), task_type=task.peft_task_type)
+    return get_peft_model(model, pc)

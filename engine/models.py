@@ -105,4 +105,15 @@ def load_model(cfg: RunConfig, path: str, model_class, **kwargs: Any):
         raise
     except Exception as err:
         raise _explain_load_error(cfg.model.name_or_path, err) from None
+    if qc is not None and not torch.cuda.is_available():
+        _no_cpu_4bit_packing(model)
     return model
+
+
+def _no_cpu_4bit_packing(model) -> None:
+    """bitsandbytes 0.50 repacks a 4-bit weight for fast CPU inference the first time a layer runs in
+    eval mode (our baseline evaluation), and training after that gets zero gradients through it.
+    Keep the trainable layout."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False

@@ -1,4 +1,5 @@
-"""Querying a trained run: fill-mask for masked LMs, label probabilities for classifiers.
+"""Querying a trained run: fill-mask for masked LMs, label probabilities for classifiers, and
+generation (chat template applied, sampling settings, token-by-token streaming) for causal LMs.
 
 `Predictor.for_run(id)` loads the saved model (or adapter on its base); `base=True` loads the base
 model as it was before fine-tuning, for side-by-side comparison. `serve()` keeps models loaded in
@@ -29,6 +30,32 @@ def _run_model_dir(run_id) -> tuple[dict, Path]:
             f"run {run['id']} has no saved model (status {run['status']}): predict needs a completed run"
         )
     return run, out
+
+
+CAUSAL_TASKS = ("sft", "dpo")
+
+GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "do_sample", "repetition_penalty", "seed", "system")
+
+
+def _callback_streamer_class():
+    from transformers import TextStreamer
+
+    class CallbackStreamer(TextStreamer):
+        """Hands each decoded piece of the answer (never the prompt) to a callback."""
+
+        def __init__(self, tokenizer, callback):
+            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+            self.callback = callback
+
+        def on_finalized_text(self, text: str, stream_end: bool = False):
+            if text:
+                self.callback(text)
+
+    return CallbackStreamer
+
+
+def _CallbackStreamer(tokenizer, callback):  # noqa: N802 - a factory that reads like a class
+    return _callback_streamer_class()(tokenizer, callback)
 
 
 class Predictor:
@@ -66,7 +93,7 @@ class Predictor:
                                                              if task.label_names else {}))
         return cls(model, tokenizer, meta)
 
-    def predict(self, text: str, top_k: int = 5) -> dict[str, Any]:
+    def predict(self, text: str, top_k: int = 5, on_token=None, **generation: Any) -> dict[str, Any]:
         if not isinstance(text, str) or not text.strip():
             raise TuituneError("text is empty: type a sentence")
         if top_k <= 0:
@@ -75,7 +102,48 @@ class Predictor:
             return self.fill_mask(text, top_k)
         if self.task == "classification":
             return self.classify(text)
+        if self.task in CAUSAL_TASKS:
+            return self.generate(text, top_k=top_k, on_token=on_token, **generation)
         raise TuituneError(f"predict for task {self.task} is not available")
+
+    def generate(self, text: str, *, max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.9,
+                 top_k: int = 50, do_sample: bool = True, repetition_penalty: float = 1.1,
+                 seed: Optional[int] = None, system: Optional[str] = None, on_token=None) -> dict[str, Any]:
+        """Answer `text` as a user turn (through the chat template when the model has one).
+
+        `on_token(str)` receives each new piece of text as it is generated (for streaming)."""
+        import torch
+
+        if max_new_tokens <= 0:
+            raise TuituneError("max_new_tokens must be > 0")
+        if do_sample and temperature <= 0:
+            raise TuituneError("temperature must be > 0 when sampling (or set do_sample=false)")
+        if not 0 < top_p <= 1:
+            raise TuituneError("top_p must be in (0, 1]")
+        tok = self.tokenizer
+        if getattr(tok, "chat_template", None):
+            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+            prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
+        else:
+            enc = tok(text, return_tensors="pt")
+        enc = enc.to(self._device())
+        if seed is not None:
+            torch.manual_seed(int(seed))
+        kw: dict[str, Any] = dict(max_new_tokens=int(max_new_tokens), do_sample=bool(do_sample),
+                                  repetition_penalty=float(repetition_penalty),
+                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        if do_sample:
+            kw.update(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        if on_token is not None:
+            kw["streamer"] = _CallbackStreamer(tok, on_token)
+        with torch.no_grad():
+            out = self.model.generate(**enc, **kw)
+        new = out[0][enc["input_ids"].shape[1]:]
+        answer = tok.decode(new, skip_special_tokens=True)
+        return {"task": self.task, "text": text, "generated": answer.strip(), "new_tokens": int(new.numel())}
 
     def _device(self):
         return next(self.model.parameters()).device
@@ -114,7 +182,11 @@ class Predictor:
 
 
 def serve(run_id) -> int:
-    """Answer one JSON request per stdin line: {"text": ..., "top_k": 5, "base": false}."""
+    """Answer one JSON request per stdin line: {"text": ..., "top_k": 5, "base": false}.
+
+    Causal-LM runs also take max_new_tokens, temperature, top_p, do_sample, repetition_penalty, seed,
+    system; with "stream": true each new piece of text comes first as {"id", "base", "token"} lines,
+    then the full answer as the usual final line (with "done": true)."""
     loaded: dict[bool, Predictor] = {}
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
@@ -126,7 +198,18 @@ def serve(run_id) -> int:
             base = bool(req.get("base"))
             if base not in loaded:
                 loaded[base] = Predictor.for_run(run_id, base=base)
-            answer = loaded[base].predict(req.get("text", ""), int(req.get("top_k", 5)))
+            pred = loaded[base]
+            on_token = None
+            if req.get("stream") and pred.task in CAUSAL_TASKS:
+                rid = req.get("id")
+
+                def on_token(piece, rid=rid, base=base):
+                    print(json.dumps({"id": rid, "base": base, "token": piece}), flush=True)
+
+            gen = {k: req[k] for k in GENERATION_KEYS if k in req and pred.task in CAUSAL_TASKS}
+            answer = pred.predict(req.get("text", ""), int(req.get("top_k", 5 if pred.task not in CAUSAL_TASKS else 50)),
+                                  on_token=on_token, **gen)
+            answer["done"] = True
             answer["id"] = req.get("id")
             answer["base"] = base
         except TuituneError as err:

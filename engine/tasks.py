@@ -213,8 +213,17 @@ class MaskedLM(Task):
     def collator(self, tokenizer):
         from transformers import DataCollatorForLanguageModeling
 
-        return DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=self.cfg.data.mlm_probability,
+        base = DataCollatorForLanguageModeling(tokenizer, mlm=True, mlm_probability=self.cfg.data.mlm_probability,
                                                pad_to_multiple_of=8)
+        n = self.num_virtual_tokens()
+        return VirtualTokenLabels(base, n) if n else base
+
+    def num_virtual_tokens(self) -> int:
+        """Soft prompts make the logits longer than the labels: predict and labels shift by this much."""
+        return self.cfg.method.num_virtual_tokens if self.cfg.method.name == "prompt_tuning" else 0
+
+    def meta(self):
+        return dict(super().meta(), num_virtual_tokens=self.num_virtual_tokens())
 
     def postprocess_eval(self, metrics):
         for key in list(metrics):
@@ -225,3 +234,184 @@ class MaskedLM(Task):
                 except OverflowError:
                     metrics[prefix + "perplexity"] = float("inf")
         return metrics
+
+
+class VirtualTokenLabels:
+    """Prepends `n` ignored (-100) labels to each row: a prompt-tuned masked LM's logits include the
+    virtual tokens in front of the text, and its loss compares logits and labels position by position."""
+
+    def __init__(self, collator, n: int):
+        self.collator, self.n = collator, n
+
+    def __call__(self, features):
+        import torch
+
+        batch = self.collator(features)
+        labels = batch["labels"]
+        pad = torch.full((labels.shape[0], self.n), -100, dtype=labels.dtype)
+        batch["labels"] = torch.cat([pad, labels], dim=1)
+        return batch
+
+
+# -- causal LMs: supervised fine-tuning and preference tuning (TRL) --------------------------------
+
+@register("sft")
+class SFT(Task):
+    """Supervised fine-tuning of a causal LM with TRL's SFTTrainer.
+
+    Data is either chat `messages` (rendered with the model's chat template) or prompt/completion
+    pairs. With `data.completion_only_loss` the loss covers only the answer: a conversation is split
+    into its history (prompt) and its last assistant turn (completion).
+    """
+
+    main_metric = "loss"
+    peft_task_type = "CAUSAL_LM"
+    head_modules = ("lm_head",)
+
+    def columns(self):
+        d = self.cfg.data
+        if d.messages_column:
+            return [("messages", d.messages_column)]
+        return [("prompt", d.prompt_column), ("completion", d.completion_column)]
+
+    def model_class(self):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def prepare(self, tokenizer):
+        raw = data_mod.load_raw(self.cfg.data)
+        first = raw[self.cfg.data.train_split] if self.cfg.data.train_split in raw else next(iter(raw.values()))
+        self._infer_columns(first)
+        data_mod.require_columns(first, self.columns())
+        ds = data_mod.splits(raw, self.cfg.data, self.cfg.training.seed)
+        self._check_chat_template(tokenizer, ds["train"])
+        return self.format(ds)
+
+    def _infer_columns(self, first) -> None:
+        """A dataset with a `messages` column and no prompt/completion is chat data."""
+        d = self.cfg.data
+        cols = first.column_names
+        if not d.messages_column and "messages" in cols and d.prompt_column not in cols:
+            d.messages_column = "messages"
+
+    def _conversational(self, ds) -> bool:
+        d = self.cfg.data
+        col = d.messages_column or d.prompt_column
+        sample = ds[0][col] if len(ds) else None
+        return isinstance(sample, list)
+
+    def _check_chat_template(self, tokenizer, train) -> None:
+        if self._conversational(train) and not getattr(tokenizer, "chat_template", None):
+            raise TuituneError(
+                f"model {self.cfg.model.name_or_path} has no chat template but the data is chat messages: "
+                "use a chat/instruct model, or plain-text prompt/completion columns"
+            )
+
+    def format(self, ds):
+        """Rename the user's columns to TRL's (messages | prompt, completion); drop the rest."""
+        d = self.cfg.data
+        if d.messages_column:
+            def split_last(b):
+                prompts, completions = [], []
+                for conv in b[d.messages_column]:
+                    if not conv or conv[-1].get("role") != "assistant":
+                        raise TuituneError("each conversation must end with an assistant message "
+                                           "(or set data.completion_only_loss=false)")
+                    prompts.append(conv[:-1])
+                    completions.append(conv[-1:])
+                return {"prompt": prompts, "completion": completions}
+
+            if d.completion_only_loss:
+                return ds.map(split_last, batched=True, remove_columns=ds["train"].column_names)
+            keep = {d.messages_column: "messages"}
+        else:
+            keep = {d.prompt_column: "prompt", d.completion_column: "completion"}
+        return self._select(ds, keep)
+
+    @staticmethod
+    def _select(ds, keep: dict[str, str]):
+        drop = [c for c in ds["train"].column_names if c not in keep]
+        ds = ds.remove_columns(drop)
+        renames = {a: b for a, b in keep.items() if a != b}
+        return ds.rename_columns(renames) if renames else ds
+
+    def collator(self, tokenizer):
+        return None  # TRL's trainers bring their own; build_trainer wraps it in the token counter
+
+    def trainer_args(self, run, args_class, **extra):
+        from engine.runner import training_arguments
+
+        # TRL turns activation checkpointing on by default; ours follows training.gradient_checkpointing
+        # (it also drops prefix tuning's key/value prefixes, which ride in the cache).
+        extra.setdefault("activation_checkpointing", self.cfg.training.gradient_checkpointing)
+        return training_arguments(self.cfg, self, run.run_dir / "checkpoints", args_class=args_class, **extra)
+
+    def build_trainer(self, run, callback):
+        from trl import SFTConfig, SFTTrainer
+
+        d = self.cfg.data
+        args = self.trainer_args(run, SFTConfig, max_length=d.max_length, packing=d.packing,
+                                 completion_only_loss=d.completion_only_loss, dataset_num_proc=data_mod.num_proc())
+        trainer = SFTTrainer(model=run.model, args=args, train_dataset=run.dataset["train"],
+                             eval_dataset=run.dataset["validation"], processing_class=run.tokenizer,
+                             callbacks=self._callbacks(callback))
+        return self._count_tokens(trainer, run)
+
+    def _callbacks(self, callback):
+        from transformers import EarlyStoppingCallback
+
+        t = self.cfg.training
+        cbs = [callback]
+        if t.early_stopping_patience:
+            cbs.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
+        return cbs
+
+    @staticmethod
+    def _count_tokens(trainer, run):
+        run.counter.collator = trainer.data_collator
+        trainer.data_collator = run.counter
+        return trainer
+
+    def postprocess_eval(self, metrics):
+        for key in list(metrics):
+            if key.endswith("_loss"):
+                try:
+                    metrics[key[: -len("loss")] + "perplexity"] = math.exp(metrics[key])
+                except OverflowError:
+                    metrics[key[: -len("loss")] + "perplexity"] = float("inf")
+        return metrics
+
+
+@register("dpo")
+class DPO(SFT):
+    """Preference tuning with TRL's DPOTrainer: prompt / chosen / rejected, pull strength `beta`.
+
+    With a PEFT method the reference model is the base with the adapter switched off (no copy)."""
+
+    def columns(self):
+        d = self.cfg.data
+        return [("prompt", d.prompt_column), ("chosen", d.chosen_column), ("rejected", d.rejected_column)]
+
+    def _infer_columns(self, first) -> None:
+        pass
+
+    def _conversational(self, ds) -> bool:
+        return len(ds) > 0 and isinstance(ds[0][self.cfg.data.chosen_column], list)
+
+    def format(self, ds):
+        d = self.cfg.data
+        return self._select(ds, {d.prompt_column: "prompt", d.chosen_column: "chosen", d.rejected_column: "rejected"})
+
+    def postprocess_eval(self, metrics):
+        return metrics
+
+    def build_trainer(self, run, callback):
+        from trl import DPOConfig, DPOTrainer
+
+        args = self.trainer_args(run, DPOConfig, beta=self.cfg.training.beta, max_length=self.cfg.data.max_length,
+                                 dataset_num_proc=data_mod.num_proc())
+        trainer = DPOTrainer(model=run.model, args=args, train_dataset=run.dataset["train"],
+                             eval_dataset=run.dataset["validation"], processing_class=run.tokenizer,
+                             callbacks=self._callbacks(callback))
+        return self._count_tokens(trainer, run)

@@ -136,9 +136,30 @@ def tiny_llama(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float32)
     model.generation_config.pad_token_id = tok.pad_token_id
+    _pretrain_a_little(model, tok)
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+def _pretrain_a_little(model, tok, steps: int = 30) -> None:
+    """A few full steps on chat text, so the tiny model's outputs depend on its input: a random
+    tiny model predicts a near-uniform distribution whatever adapters do, and no loss could fall."""
+    import torch
+
+    from engine.data import _chat
+
+    convs = _chat()["messages"][:steps * 8]
+    texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for i in range(steps):
+        batch = tok(texts[i * 8:(i + 1) * 8], return_tensors="pt", padding=True, truncation=True, max_length=48)
+        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        model(**batch, labels=labels).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
 
 
 def run_in_process(config: dict) -> int:
