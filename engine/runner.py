@@ -168,8 +168,6 @@ class Run:
         return metrics
 
     def _last_checkpoint(self) -> Optional[str]:
-        from tuitune.launcher import checkpoints
-
         found = checkpoints(self.run_id, self.run_dir)  # complete ones only (a kill mid-save leaves a partial one)
         return str(found[-1]) if found else None
 

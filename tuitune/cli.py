@@ -225,8 +225,6 @@ def cmd_stop(args, h) -> int:
 
 
 def cmd_delete(args, h) -> int:
-    import shutil
-
     run = h.get_run(args.run)
     if not args.yes and not args.json:
         if not sys.stdin.isatty():
@@ -235,9 +233,9 @@ def cmd_delete(args, h) -> int:
         if ans.strip().lower() not in ("y", "yes"):
             print("kept")
             return 0
-    h.delete_run(run["id"])
-    if run["run_dir"] and Path(run["run_dir"]).exists():
-        shutil.rmtree(run["run_dir"], ignore_errors=True)
+    from tuitune import launcher
+
+    launcher.delete_run(h, run["id"])
     if args.json:
         _print_json({"id": run["id"], "deleted": True})
     else:

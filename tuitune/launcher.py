@@ -112,3 +112,18 @@ def wait_pid(pid: Optional[int]) -> None:
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+def delete_run(history: History, run_id: int) -> None:
+    """Delete a finished run: its history rows (one transaction; live runs are refused), then its
+    folder — only ever a folder inside our runs folder, whatever the history row says."""
+    import shutil
+
+    from tuitune.safety import inside
+
+    run = history.get_run(run_id)
+    root = paths.runs_dir().resolve()
+    run_dir = inside(root, Path(run["run_dir"]).name) if run.get("run_dir") else None
+    history.delete_run(run_id)
+    if run_dir is not None and run_dir != root and run_dir.exists():
+        shutil.rmtree(run_dir, ignore_errors=True)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import struct
 import threading
 import time
@@ -138,10 +137,9 @@ class RunStore:
         launcher.stop_run(self.h, run_id)
 
     def delete(self, run_id: int) -> None:
-        run = self.h.get_run(run_id)
-        self.h.delete_run(run_id)  # refuses live runs; one transaction
-        if run.get("run_dir") and Path(run["run_dir"]).exists():
-            shutil.rmtree(run["run_dir"], ignore_errors=True)
+        from tuitune import launcher
+
+        launcher.delete_run(self.h, run_id)
 
     def launch(self, config: dict[str, Any]) -> int:
         from tuitune import launcher
