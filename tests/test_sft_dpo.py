@@ -1,0 +1,144 @@
+"""Causal-LM tasks on the tiny Llama (SmolLM2's config and real tokenizer/chat template):
+SFT on chat messages and on prompt/completion pairs, DPO on preference pairs, and generation
+(chat template, sampling settings, streaming through `serve`)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import pytest
+from conftest import run_in_process, tiny_config
+
+
+def llama_config(tiny_llama, data: str, task: str = "sft", **data_opts) -> dict:
+    cfg = tiny_config(tiny_llama, data, task=task, method={"name": "lora"},
+                      data={"path": data, "max_length": 64, "max_train_samples": 64, "max_eval_samples": 16,
+                            "label_column": None, **data_opts})
+    cfg["training"].update(learning_rate=1e-2, max_steps=6, eval_steps=6)
+    return cfg
+
+
+def losses(run_id):
+    from tuitune.history import History
+
+    evals = {e["phase"]: e["metrics"] for e in History().evaluations(run_id)}
+    return evals["baseline"], evals["final"]
+
+
+@pytest.fixture(scope="module")
+def prompt_completion_file(tmp_path_factory):
+    rows = [{"prompt": f"Question {i}: what colour is the sky?", "completion": " The sky is blue."} for i in range(40)]
+    path = tmp_path_factory.mktemp("pc") / "pairs.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_sft_on_chat_messages_learns_and_generates(tiny_llama):
+    from engine.predict import Predictor
+
+    run_id = run_in_process(llama_config(tiny_llama, "demo:chat", messages_column="messages"))
+    base, final = losses(run_id)
+    assert math.isfinite(final["eval_loss"]) and final["eval_loss"] < base["eval_loss"]
+    assert "eval_perplexity" in final
+
+    pred = Predictor.for_run(run_id)
+    pieces: list[str] = []
+    out = pred.predict("What is your name?", max_new_tokens=8, do_sample=False, on_token=pieces.append)
+    assert out["new_tokens"] >= 1 and pieces
+    assert "".join(pieces).strip() == out["generated"]
+    sampled = pred.predict("Hello", max_new_tokens=4, temperature=0.8, top_p=0.9, seed=1)
+    assert isinstance(sampled["generated"], str)
+    base_pred = Predictor.for_run(run_id, base=True)
+    assert base_pred.predict("Hello", max_new_tokens=3, do_sample=False)["new_tokens"] >= 1
+
+
+def test_sft_prompt_completion_trains_on_the_completion_only(tiny_llama, prompt_completion_file):
+    from engine.runner import Run
+    from tuitune import paths
+    from tuitune.config import validate_config
+    from tuitune.history import History
+
+    cfg = llama_config(tiny_llama, str(prompt_completion_file))
+    run_id = run_in_process(cfg)
+    base, final = losses(run_id)
+    assert final["eval_loss"] < base["eval_loss"]
+
+    # The collated labels ignore the prompt and keep the completion.
+    h = History()
+    rid = h.create_run(validate_config(cfg).model_dump(mode="json"), run_dir_for=paths.run_dir)
+    run = Run(rid, history=h)
+    trainer = run.build()
+    row = trainer.train_dataset[0]
+    batch = trainer.data_collator([row])
+    labels = batch["labels"][0].tolist()
+    n_prompt = len(run.tokenizer(row["prompt"] if "prompt" in row else "Question 0: what colour is the sky?",
+                                 add_special_tokens=False)["input_ids"])
+    assert all(v == -100 for v in labels[:n_prompt - 1])
+    assert any(v != -100 for v in labels)
+    assert run.counter.tokens > 0  # the token counter wraps TRL's collator
+
+
+def test_sft_packing_runs(tiny_llama):
+    cfg = llama_config(tiny_llama, "demo:chat", messages_column="messages", packing=True,
+                       completion_only_loss=False)
+    cfg["training"]["max_steps"] = 3
+    run_id = run_in_process(cfg)
+    assert math.isfinite(losses(run_id)[1]["eval_loss"])
+
+
+def test_dpo_prefers_the_chosen_answer(tiny_llama):
+    from engine.predict import Predictor
+    from tuitune.history import History
+
+    cfg = llama_config(tiny_llama, "demo:chat-pairs", task="dpo")
+    cfg["training"].update(beta=0.2, learning_rate=2e-2)
+    run_id = run_in_process(cfg)
+    base, final = losses(run_id)
+    assert abs(base["eval_loss"] - math.log(2)) < 0.05  # policy == reference before training
+    assert final["eval_loss"] < base["eval_loss"]
+    assert final["eval_rewards/accuracies"] >= base["eval_rewards/accuracies"]
+    keys = {m["key"] for m in History().metrics(run_id)}
+    assert "train/loss" in keys and any(k.startswith("train/rewards/") for k in keys)
+    out = Predictor.for_run(run_id).predict("How are you?", max_new_tokens=4, do_sample=False)
+    assert out["new_tokens"] >= 1
+
+
+def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, capsys):
+    from engine import predict
+
+    run_id = run_in_process(dict(llama_config(tiny_llama, "demo:chat", messages_column="messages"),
+                                 training={"max_steps": 1, "use_cpu": True, "logging_steps": 1,
+                                           "per_device_train_batch_size": 4, "eval_steps": 1}))
+    requests = [{"id": 1, "text": "Hi there", "stream": True, "max_new_tokens": 6, "do_sample": False},
+                {"id": 2, "text": "Hi there", "base": True, "max_new_tokens": 3, "do_sample": False},
+                {"id": 3, "text": "Hi", "temperature": 0, "max_new_tokens": 3}]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(json.dumps(r) for r in requests) + "\n"))
+    assert predict.serve(run_id) == 0
+    lines = []
+    for x in capsys.readouterr().out.splitlines():
+        try:
+            lines.append(json.loads(x))
+        except ValueError:
+            pass  # Trainer's own printed dicts from the tiny run above
+    assert lines[0] == {"ready": True}
+    streamed = [x for x in lines if x.get("id") == 1 and "token" in x]
+    final = next(x for x in lines if x.get("id") == 1 and x.get("done"))
+    assert streamed and "".join(x["token"] for x in streamed).strip() == final["generated"]
+    assert next(x for x in lines if x.get("id") == 2)["base"] is True
+    assert "temperature must be > 0" in next(x for x in lines if x.get("id") == 3)["error"]
+
+
+def test_chat_data_on_a_model_without_chat_template_says_what_to_do(tiny_llama):
+    from engine.tasks import get_task
+    from tuitune.config import validate_config
+    from tuitune.errors import TuituneError
+
+    task = get_task(validate_config(llama_config(tiny_llama, "demo:chat", messages_column="messages")))
+
+    class NoTemplate:
+        chat_template = None
+
+    with pytest.raises(TuituneError, match="no chat template.*prompt/completion"):
+        task._check_chat_template(NoTemplate(), [{"messages": [{"role": "user", "content": "hi"}]}])
