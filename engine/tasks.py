@@ -34,6 +34,27 @@ def get_task(cfg: RunConfig) -> "Task":
         raise TuituneError(f"task {cfg.task!r} is not available: choose one of {', '.join(TASKS)}") from None
 
 
+_TRAINERS: dict[type, type] = {}
+
+
+def trains_after_evaluate(base: type) -> type:
+    """`base` (a Trainer class) whose `train()` still wraps the model for DDP after an `evaluate()`.
+
+    The runner's baseline evaluation prepares the bare model with accelerate in evaluation mode and
+    marks it prepared; `train()` then skips the DDP wrap and every process trains its own copy."""
+    if base not in _TRAINERS:
+        class TrainsAfterEvaluate(base):
+            def train(self, *args, **kwargs):
+                if self.model_wrapped is self.model and getattr(self.model, "_is_accelerate_prepared", False):
+                    self.model._is_accelerate_prepared = False
+                    self.accelerator._models = [m for m in self.accelerator._models if m is not self.model]
+                return super().train(*args, **kwargs)
+
+        TrainsAfterEvaluate.__name__ = TrainsAfterEvaluate.__qualname__ = base.__name__
+        _TRAINERS[base] = TrainsAfterEvaluate
+    return _TRAINERS[base]
+
+
 class TokenCounter:
     """Wraps a collator and counts the real (non-padding) tokens it hands out, for tokens/s."""
 
@@ -83,8 +104,13 @@ class Task:
         raise NotImplementedError
 
     def load_model(self, path: str):
+        from transformers import set_seed
+
         from engine import models
 
+        # A new head (and later LoRA's A matrices) draws random weights: seed first, so a run is
+        # reproducible and every DDP process starts from the same weights.
+        set_seed(self.cfg.training.seed)
         return models.load_model(self.cfg, path, self.model_class(), **self.model_kwargs())
 
     def trainer_metric(self) -> str:
@@ -101,12 +127,16 @@ class Task:
         callbacks = [callback]
         if t.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-        return Trainer(
+        trainer = trains_after_evaluate(Trainer)(
             model=run.model, args=training_arguments(self.cfg, self, run.run_dir / "checkpoints"),
             train_dataset=run.dataset["train"], eval_dataset=run.dataset["validation"],
             data_collator=run.counter, processing_class=run.tokenizer,
             compute_metrics=self.compute_metrics(), callbacks=callbacks,
         )
+        # These heads' losses are plain batch means that ignore `num_items_in_batch`; Trainer would
+        # still multiply them by the number of processes (DDP: doubled loss and gradients).
+        trainer.model_accepts_loss_kwargs = False
+        return trainer
 
     def collator(self, tokenizer):
         from transformers import DataCollatorWithPadding
@@ -353,7 +383,7 @@ class SFT(Task):
         d = self.cfg.data
         args = self.trainer_args(run, SFTConfig, max_length=d.max_length, packing=d.packing,
                                  completion_only_loss=d.completion_only_loss, dataset_num_proc=data_mod.num_proc())
-        trainer = SFTTrainer(model=run.model, args=args, train_dataset=run.dataset["train"],
+        trainer = trains_after_evaluate(SFTTrainer)(model=run.model, args=args, train_dataset=run.dataset["train"],
                              eval_dataset=run.dataset["validation"], processing_class=run.tokenizer,
                              callbacks=self._callbacks(callback))
         return self._count_tokens(trainer, run)
@@ -411,7 +441,8 @@ class DPO(SFT):
 
         args = self.trainer_args(run, DPOConfig, beta=self.cfg.training.beta, max_length=self.cfg.data.max_length,
                                  dataset_num_proc=data_mod.num_proc())
-        trainer = DPOTrainer(model=run.model, args=args, train_dataset=run.dataset["train"],
-                             eval_dataset=run.dataset["validation"], processing_class=run.tokenizer,
-                             callbacks=self._callbacks(callback))
+        trainer = trains_after_evaluate(DPOTrainer)(model=run.model, args=args, train_dataset=run.dataset["train"],
+                                                    eval_dataset=run.dataset["validation"],
+                                                    processing_class=run.tokenizer,
+                                                    callbacks=self._callbacks(callback))
         return self._count_tokens(trainer, run)
