@@ -156,3 +156,29 @@ def test_mlm_prompt_tuning_labels_are_shifted_by_the_virtual_tokens(tiny_bert, t
     assert batch["labels"].shape[1] == batch["input_ids"].shape[1] + 5
     assert (batch["labels"][:, :5] == -100).all()
     assert task.meta()["num_virtual_tokens"] == 5
+
+
+def test_gpu_bench_configs_validate_and_it_skips_without_cuda():
+    import argparse
+    import importlib.util
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    from tuitune.config import load_config
+
+    spec = importlib.util.spec_from_file_location("gpu_sft", ROOT / "bench" / "gpu_sft.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = argparse.Namespace(steps=3, batch=2, max_length=64)
+    for method, preset in bench.PRESETS.items():
+        cfg = load_config(preset, bench.overrides(method, args))
+        assert cfg.training.mixed_precision == "bf16" and cfg.training.max_steps == 3
+    assert load_config("smollm2-chat-qlora", bench.overrides("qlora", args)).quantization.bnb_4bit_compute_dtype == "bfloat16"
+
+    import torch
+
+    if not torch.cuda.is_available():
+        out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_sft.py")], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0 and '"skipped"' in out.stdout
