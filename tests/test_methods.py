@@ -182,3 +182,40 @@ def test_gpu_bench_configs_validate_and_it_skips_without_cuda():
         out = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_sft.py")], capture_output=True, text=True,
                              timeout=120)
         assert out.returncode == 0 and '"skipped"' in out.stdout
+
+
+@pytest.mark.parametrize("sections, message", [
+    ({"method": {"name": "qlora"}}, "qlora needs quantization.load_in: 4bit"),
+    ({"method": {"name": "ia3", "use_dora": True}}, "use_dora applies to LoRA"),
+    ({"method": {"name": "bitfit"}, "quantization": {"load_in": "8bit"}}, "cannot be trained with method bitfit"),
+    ({"method": {"name": "prompt_tuning", "prompt_tuning_init": "text"}}, "needs prompt_tuning_init_text"),
+    ({"task": "dpo", "method": {"name": "prefix_tuning"}}, "dpo does not support prompt/prefix tuning"),
+])
+def test_impossible_combinations_are_refused_before_launch(sections, message):
+    from tuitune.config import validate_config
+    from tuitune.errors import TuituneError
+
+    cfg = {"model": {"name_or_path": "m"}, "data": {"path": "d.csv"}, **sections}
+    with pytest.raises(TuituneError, match=re.escape(message)):
+        validate_config(cfg)
+
+
+def test_quantization_without_bitsandbytes_says_how_to_fix(monkeypatch):
+    import builtins
+
+    from engine import models
+    from tuitune.config import validate_config
+    from tuitune.errors import TuituneError
+
+    real_import = builtins.__import__
+
+    def no_bnb(name, *args, **kwargs):
+        if name == "bitsandbytes":
+            raise ImportError("no bitsandbytes here")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_bnb)
+    cfg = validate_config({"task": "sft", "model": {"name_or_path": "m"}, "data": {"path": "demo:chat"},
+                           "method": {"name": "qlora"}, "quantization": {"load_in": "4bit"}})
+    with pytest.raises(TuituneError, match="4bit loading needs bitsandbytes.*quantization.load_in=none"):
+        models.quantization_config(cfg)

@@ -102,6 +102,9 @@ class MethodConfig(_Part):
     def _text_init(self) -> "MethodConfig":
         if self.name == "prompt_tuning" and self.prompt_tuning_init == "text" and not self.prompt_tuning_init_text:
             raise ValueError("prompt_tuning_init 'text' needs prompt_tuning_init_text (the words to start from)")
+        for flag in ("use_rslora", "use_dora"):
+            if getattr(self, flag) and self.name not in ("lora", "qlora"):
+                raise ValueError(f"method.{flag} applies to LoRA: set method.name to lora or qlora (now {self.name})")
         return self
 
 
