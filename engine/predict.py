@@ -37,25 +37,16 @@ CAUSAL_TASKS = ("sft", "dpo")
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "do_sample", "repetition_penalty", "seed", "system")
 
 
-def _callback_streamer_class():
+def _CallbackStreamer(tokenizer, callback):  # noqa: N802 - built lazily: transformers loads on first use
+    """A TextStreamer that hands each decoded piece of the answer (never the prompt) to `callback`."""
     from transformers import TextStreamer
 
     class CallbackStreamer(TextStreamer):
-        """Hands each decoded piece of the answer (never the prompt) to a callback."""
-
-        def __init__(self, tokenizer, callback):
-            super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
-            self.callback = callback
-
         def on_finalized_text(self, text: str, stream_end: bool = False):
             if text:
-                self.callback(text)
+                callback(text)
 
-    return CallbackStreamer
-
-
-def _CallbackStreamer(tokenizer, callback):  # noqa: N802 - a factory that reads like a class
-    return _callback_streamer_class()(tokenizer, callback)
+    return CallbackStreamer(tokenizer, skip_prompt=True, skip_special_tokens=True)
 
 
 class Predictor:
@@ -140,10 +131,50 @@ class Predictor:
         if on_token is not None:
             kw["streamer"] = _CallbackStreamer(tok, on_token)
         with torch.no_grad():
-            out = self.model.generate(**enc, **kw)
+            if self.meta.get("method") == "prefix_tuning" and self.meta.get("peft"):
+                out = self._generate_without_cache(enc, kw)
+            else:
+                out = self.model.generate(**enc, **kw)
         new = out[0][enc["input_ids"].shape[1]:]
         answer = tok.decode(new, skip_special_tokens=True)
         return {"task": self.task, "text": text, "generated": answer.strip(), "new_tokens": int(new.numel())}
+
+    def _generate_without_cache(self, enc, kw):
+        """Token-by-token decoding through the model's forward pass. With transformers 5,
+        `generate()` passes its own cache and silently drops prefix tuning's key/value prefixes
+        (the answer equals the base model's); the plain forward pass keeps them."""
+        import torch
+        from transformers import (LogitsProcessorList, RepetitionPenaltyLogitsProcessor, TemperatureLogitsWarper,
+                                  TopKLogitsWarper, TopPLogitsWarper)
+
+        procs = LogitsProcessorList()
+        if kw.get("repetition_penalty", 1.0) != 1.0:
+            procs.append(RepetitionPenaltyLogitsProcessor(kw["repetition_penalty"]))
+        if kw["do_sample"]:
+            procs.extend([TemperatureLogitsWarper(kw["temperature"]), TopKLogitsWarper(kw["top_k"]),
+                          TopPLogitsWarper(kw["top_p"])])
+        streamer = kw.get("streamer")
+        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if streamer is not None:
+            streamer.put(ids.cpu())
+        for _ in range(kw["max_new_tokens"]):
+            logits = self.model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, -1, :].float()
+            scores = procs(ids, logits)
+            if kw["do_sample"]:
+                nxt = torch.multinomial(scores.softmax(-1), 1)
+            else:
+                nxt = scores.argmax(-1, keepdim=True)
+            ids = torch.cat([ids, nxt], dim=1)
+            mask = torch.cat([mask, torch.ones_like(nxt)], dim=1)
+            if streamer is not None:
+                streamer.put(nxt[0].cpu())
+            if int(nxt) in eos:
+                break
+        if streamer is not None:
+            streamer.end()
+        return ids
 
     def _device(self):
         return next(self.model.parameters()).device

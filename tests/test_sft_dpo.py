@@ -142,3 +142,29 @@ def test_chat_data_on_a_model_without_chat_template_says_what_to_do(tiny_llama):
 
     with pytest.raises(TuituneError, match="no chat template.*prompt/completion"):
         task._check_chat_template(NoTemplate(), [{"messages": [{"role": "user", "content": "hi"}]}])
+
+
+def test_prefix_tuned_generation_uses_the_prefix(tiny_llama):
+    """transformers 5's generate() drops prefix tuning's cache; our decoding loop keeps it."""
+    import torch
+    from peft import PrefixTuningConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from engine.predict import Predictor
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_llama))
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_llama)),
+                           PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=4))
+    with torch.no_grad():
+        for p in model.prompt_encoder.parameters():
+            p.mul_(50)  # a prefix strong enough to change the answer
+    meta = {"task": "sft", "method": "prefix_tuning", "peft": True}
+    tuned = Predictor(model, tok, meta)
+    base = Predictor(model.base_model, tok, {"task": "sft"})
+    pieces: list[str] = []
+    a = tuned.predict("Hello there, how are you?", max_new_tokens=6, do_sample=False, on_token=pieces.append)
+    b = base.predict("Hello there, how are you?", max_new_tokens=6, do_sample=False)
+    assert a["generated"] != b["generated"]
+    assert "".join(pieces).strip() == a["generated"]
+    sampled = tuned.predict("Hi", max_new_tokens=3, temperature=0.7, top_p=0.9, seed=0)
+    assert 1 <= sampled["new_tokens"] <= 3
