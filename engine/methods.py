@@ -145,8 +145,14 @@ def _modules_to_save(model, cfg, task) -> list[str] | None:
     if task.name != "classification":
         return None
     # The new head must train; a sentence-embedding BERT's pooler was never trained either.
-    leaf = {n.split(".")[-1] for n, _ in model.named_modules()}
-    return [h for h in ("classifier", "pooler", "score", "pre_classifier") if h in leaf] or None
+    heads = {}
+    for name, module in model.named_modules():
+        leaf = name.split(".")[-1]
+        if leaf in ("classifier", "pooler", "score", "pre_classifier"):
+            # on a quantized base a head that was quantized anyway cannot train: leave it out
+            floating = all(p.is_floating_point() for p in module.parameters())
+            heads[leaf] = heads.get(leaf, True) and floating
+    return [h for h, ok in heads.items() if ok] or None
 
 
 def lora_config(model, cfg: RunConfig, task):

@@ -78,7 +78,10 @@ def quantization_config(cfg: RunConfig):
     except Exception as err:
         raise TuituneError(f"{q.load_in} loading needs bitsandbytes, which failed to import ({err}): "
                            "pip install bitsandbytes, or set quantization.load_in=none") from None
-    skip = ["classifier", "pooler", "score", "lm_head"] if cfg.task == "classification" else ["lm_head"]
+    # The new head must stay trainable (floating point). transformers matches "pooler.dense" (the
+    # layer), not "pooler" (its parent), so name both.
+    skip = (["classifier", "pooler", "pooler.dense", "score", "lm_head"] if cfg.task == "classification"
+            else ["lm_head"])
     if q.load_in == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(

@@ -41,7 +41,13 @@ CASES = {
                r"lora_B"),
     "dora": ("bert", "classification", {"name": "lora", "use_dora": True}, None, 5e-3,
              rf"(lora_|{HEAD})", r"lora_magnitude_vector"),
+    "prompt_tuning-llama": ("llama", "sft", {"name": "prompt_tuning", "num_virtual_tokens": 4}, None, 3e-2,
+                            r"prompt_encoder", r"prompt_encoder"),
+    "ia3-llama": ("llama", "sft", {"name": "ia3"}, None, 3e-2, r"ia3_", r"ia3_"),
     "lora-llama": ("llama", "sft", {"name": "lora"}, None, 1e-2, r"lora_", r"lora_B"),
+    # bitsandbytes cannot run the 32-wide tiny BERT in 4-bit; MiniLM is the real target anyway
+    "qlora-minilm-classifier": ("minilm", "classification", {"name": "qlora"}, {"load_in": "4bit"}, 5e-3,
+                              rf"(lora_|{HEAD})", r"lora_B"),
     "qlora-nf4-double": ("llama", "sft", {"name": "qlora"},
                          {"load_in": "4bit", "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True},
                          1e-2, r"lora_", r"lora_B"),
