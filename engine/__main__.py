@@ -22,6 +22,14 @@ def main(argv=None) -> int:
     pr.add_argument("text")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--base", action="store_true", help="the base model, before fine-tuning")
+    # causal LMs (sft/dpo runs): generation settings; unset ones keep Predictor.generate's defaults
+    pr.add_argument("--max-new-tokens", type=int)
+    pr.add_argument("--temperature", type=float)
+    pr.add_argument("--top-p", type=float)
+    pr.add_argument("--repetition-penalty", type=float)
+    pr.add_argument("--seed", type=int)
+    pr.add_argument("--system", help="a system message for the chat template")
+    pr.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="no sampling")
     s = sub.add_parser("serve")
     s.add_argument("run_id")
     m = sub.add_parser("merge")
@@ -40,7 +48,9 @@ def main(argv=None) -> int:
 
         if args.cmd == "predict":
             pred = predict.Predictor.for_run(args.run_id, base=args.base)
-            print(json.dumps(pred.predict(args.text, top_k=args.top_k)))
+            gen = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty",
+                                                 "seed", "system", "do_sample") if getattr(args, k) is not None}
+            print(json.dumps(pred.predict(args.text, top_k=args.top_k, **gen)))
             return 0
         if args.cmd == "serve":
             return predict.serve(args.run_id)

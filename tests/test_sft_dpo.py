@@ -129,6 +129,12 @@ def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, c
     assert next(x for x in lines if x.get("id") == 2)["base"] is True
     assert "temperature must be > 0" in next(x for x in lines if x.get("id") == 3)["error"]
 
+    from engine.__main__ import main
+
+    assert main(["predict", str(run_id), "Hi there", "--max-new-tokens", "2", "--greedy", "--seed", "1"]) == 0
+    answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert answer["task"] == "sft" and 1 <= answer["new_tokens"] <= 2
+
 
 def test_chat_data_on_a_model_without_chat_template_says_what_to_do(tiny_llama):
     from engine.tasks import get_task
