@@ -21,7 +21,8 @@ def _eval(h, run_id, phase):
 
 
 def test_full_finetune_classifier_learns_and_records_history(tiny_bert, tiny_csv):
-    run_id, code = execute_run(tiny_config(tiny_bert, tiny_csv, training={"max_steps": 12}))
+    run_id, code = execute_run(tiny_config(tiny_bert, tiny_csv, training={"max_steps": 24, "learning_rate": 1e-2,
+                                                                          "eval_steps": 12}))
     h = History()
     run = h.get_run(run_id)
     assert code == 0 and run["status"] == "completed", run["error"]
@@ -32,7 +33,7 @@ def test_full_finetune_classifier_learns_and_records_history(tiny_bert, tiny_csv
     assert run["main_metric"] == "accuracy" and run["main_value"] == pytest.approx(final["eval_accuracy"])
     assert run["baseline_value"] == pytest.approx(base["eval_accuracy"])
     steps = [m["step"] for m in h.metrics(run_id, "train/loss")]
-    assert steps == sorted(set(steps)) and steps[-1] == 12
+    assert steps == sorted(set(steps)) and steps[-1] == 24
     assert h.metrics(run_id, "train/learning_rate") and h.metrics(run_id, "train/tokens_per_second")
     assert [e["kind"] for e in h.events(run_id)][0] == "started"
     assert "checkpoint" in {e["kind"] for e in h.events(run_id)}
@@ -77,7 +78,7 @@ def test_last_layer_trains_only_the_head(tiny_csv):
 
 def test_lora_saves_an_adapter_that_merges(tiny_bert, tiny_csv):
     run_id, code = execute_run(tiny_config(tiny_bert, tiny_csv, method={"name": "lora", "lora_r": 4},
-                                              training={"max_steps": 12, "learning_rate": 2e-2}))
+                                              training={"max_steps": 12, "learning_rate": 5e-3}))
     h = History()
     run = h.get_run(run_id)
     assert code == 0, run["error"]
