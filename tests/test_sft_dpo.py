@@ -135,6 +135,16 @@ def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, c
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert answer["task"] == "sft" and 1 <= answer["new_tokens"] <= 2
 
+    # The real `tuitune predict` passes the generation flags through and prints the answer.
+    import subprocess
+
+    from conftest import tuitune_cmd
+
+    cli = subprocess.run(tuitune_cmd() + ["predict", str(run_id), "Hi there", "--max-new-tokens", "2", "--greedy",
+                                          "--seed", "1"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert cli.returncode == 0, cli.stderr
+    assert cli.stdout.strip() == answer["generated"]
+
 
 def test_chat_data_on_a_model_without_chat_template_says_what_to_do(tiny_llama):
     from engine.tasks import get_task

@@ -70,6 +70,14 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("text")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
+    gen = pr.add_argument_group("generation (sft / dpo runs)")
+    gen.add_argument("--max-new-tokens", type=int)
+    gen.add_argument("--temperature", type=float)
+    gen.add_argument("--top-p", type=float)
+    gen.add_argument("--repetition-penalty", type=float)
+    gen.add_argument("--seed", type=int)
+    gen.add_argument("--system", help="a system message for the chat template")
+    gen.add_argument("--greedy", action="store_true", help="no sampling: always the likeliest token")
 
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
@@ -263,9 +271,18 @@ def _engine(args_list: list[str]) -> dict:
 def cmd_predict(args, h) -> int:
     run = h.get_run(args.run)
     cmd = ["predict", str(run["id"]), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
+    for flag in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed", "system"):
+        value = getattr(args, flag)
+        if value is not None:
+            cmd += ["--" + flag.replace("_", "-"), str(value)]
+    if args.greedy:
+        cmd.append("--greedy")
     out = _engine(cmd)
     if args.json:
         _print_json(out)
+        return 0
+    if "generated" in out:
+        print(out["generated"])
         return 0
     for i, p in enumerate(out["predictions"], 1):
         name = p.get("token_str", p.get("label"))
