@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuitune.errors import TuituneError
+from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
 EXIT_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -87,33 +88,6 @@ def _parser() -> argparse.ArgumentParser:
 
 # -- formatting ------------------------------------------------------------------------------------
 
-def _fmt_time(ms: Optional[int]) -> str:
-    if not ms:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
-
-
-def _fmt_duration(run: dict) -> str:
-    start = run.get("started_at")
-    if not start:
-        return "-"
-    end = run.get("ended_at") or int(time.time() * 1000)
-    s = max(0, (end - start) // 1000)
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
-def _fmt_metric(run: dict) -> str:
-    v = run.get("main_value")
-    if v is None:
-        return "-"
-    base = run.get("baseline_value")
-    name = run.get("main_metric") or ""
-    s = f"{name} {v:.4g}"
-    if base is not None:
-        s += f" (from {base:.4g})"
-    return s
-
-
 def _table(rows: list[list[str]], headers: list[str]) -> str:
     widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
     line = lambda r: "  ".join(str(x).ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
@@ -179,15 +153,10 @@ def cmd_runs(args, h) -> int:
     if not runs:
         print("no runs yet: `tuitune presets` lists starting points, `tuitune run PRESET` starts one")
         return 0
-    rows = [[r["id"], r["status"], r["task"] or "", _short(r["model"]), r["method"] or "", _short(r["dataset"]),
-             _fmt_time(r["started_at"] or r["created_at"]), _fmt_duration(r), _fmt_metric(r)] for r in runs]
+    rows = [[r["id"], r["status"], r["task"] or "", short(r["model"]), r["method"] or "", short(r["dataset"]),
+             fmt_time(r["started_at"] or r["created_at"]), fmt_duration(r), fmt_metric(r, long=True)] for r in runs]
     print(_table(rows, ["id", "status", "task", "model", "method", "dataset", "started", "duration", "main metric"]))
     return 0
-
-
-def _short(s: Optional[str], n: int = 28) -> str:
-    s = s or ""
-    return s if len(s) <= n else "…" + s[-(n - 1):]
 
 
 def cmd_show(args, h) -> int:
@@ -201,8 +170,8 @@ def cmd_show(args, h) -> int:
 
     print(f"run {run['id']} ({run['name']}): {run['status']}"
           + (f" — {run['error']}" if run["error"] else ""))
-    print(f"  step {run['step'] or 0}/{run['max_steps'] or '?'}  started {_fmt_time(run['started_at'])}"
-          f"  duration {_fmt_duration(run)}")
+    print(f"  step {run['step'] or 0}/{run['max_steps'] or '?'}  started {fmt_time(run['started_at'])}"
+          f"  duration {fmt_duration(run)}")
     if run["trainable_params"]:
         print(f"  trainable parameters {run['trainable_params']:,} of {run['total_params']:,}"
               f" ({100 * run['trainable_params'] / run['total_params']:.2f}%)")
