@@ -29,6 +29,10 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
 def mixed_precision(cfg: RunConfig) -> dict[str, bool]:
     import torch
 
@@ -80,6 +84,9 @@ def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=Non
     )
     if t.gradient_checkpointing:
         kw["gradient_checkpointing"] = True
+    if t.fsdp:
+        kw["fsdp"] = True
+        kw["fsdp_config"] = dict(t.fsdp_config) or None
     kw.update(extra)
     return (args_class or TrainingArguments)(**kw)
 
@@ -91,6 +98,9 @@ class Run:
         self.run_id = run_id
         self.resume = resume
         self.main = rank() == 0
+        # Multi-node: the first process of every other node keeps its own node's history row
+        # (status, heartbeat, system samples); metrics and evaluations come from global rank 0.
+        self.node_main = not self.main and local_rank() == 0
         self.h = history or History()
         row = self.h.get_run(run_id) if self.main else self._row_no_refresh(run_id)
         self.row = row
@@ -167,6 +177,10 @@ class Run:
             self.h.log_evaluation(self.run_id, phase, self.trainer.state.global_step, metrics)
         return metrics
 
+    def _launched_by_torchrun(self) -> bool:
+        """The launcher's pid is torchrun's, which forwards SIGTERM to every process: keep it."""
+        return "TORCHELASTIC_RUN_ID" in os.environ or self.cfg.training.processes > 1
+
     def _last_checkpoint(self) -> Optional[str]:
         found = checkpoints(self.run_id, self.run_dir)  # complete ones only (a kill mid-save leaves a partial one)
         return str(found[-1]) if found else None
@@ -178,14 +192,16 @@ class Run:
         self._install_signals()
         h = self.h
         sampler = None
-        if self.main:
-            h.update_run(self.run_id, pid=self.row.get("pid") if self.cfg.training.processes > 1 else os.getpid())
+        if self.main or self.node_main:
+            h.update_run(self.run_id, pid=self.row.get("pid") if self._launched_by_torchrun() else os.getpid())
             h.set_status(self.run_id, "running")
             sampler = SystemSampler(h.path, self.run_id, step_fn=lambda: getattr(
                 getattr(getattr(self, "trainer", None), "state", None), "global_step", None))
             sampler.start()
+        code = 1
         try:
-            return self._execute()
+            code = self._execute()
+            return code
         except TuituneError as err:
             return self._fail(str(err))
         except Exception as err:  # noqa: BLE001 - the last line of defence: one line to the user
@@ -194,10 +210,12 @@ class Run:
         finally:
             if sampler is not None:
                 sampler.halt()
+            if self.node_main and code == 0:
+                h.set_status(self.run_id, "stopped" if self.stop else "completed")
 
     def _fail(self, message: str) -> int:
         print(f"tuitune: run {self.run_id} failed: {message}", file=sys.stderr, flush=True)
-        if self.main:
+        if self.main or self.node_main:
             self.h.set_status(self.run_id, "failed", error=message)
         return 1
 

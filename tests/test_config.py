@@ -43,6 +43,7 @@ def test_set_overrides_nested_fields_with_typed_values():
     ("method.name=magic", "method.name: must be one of"),
     ("quantization.load_in=4bit", "cannot be trained with method full"),
     ("training.max_steps=0", "max_steps must be > 0"),
+    ("training.fsdp=true", "set training.processes > 1"),
 ])
 def test_bad_values_give_one_line_messages(override, message):
     with pytest.raises(TuituneError) as err:
@@ -86,3 +87,13 @@ def test_unknown_preset_lists_known_ones():
 def test_not_a_mapping():
     with pytest.raises(TuituneError, match="mapping"):
         validate_config(yaml.safe_load("- a\n- b\n"))
+
+
+def test_fsdp_reaches_the_training_arguments(tuitune_home):
+    from engine.runner import training_arguments
+    from engine.tasks import get_task
+
+    cfg = load_config("bbc-news-minilm", ["training.processes=2", "training.fsdp=true",
+                                          "training.fsdp_config={cpu_offload: true}"])
+    args = training_arguments(cfg, get_task(cfg), tuitune_home / "out")
+    assert args.fsdp and args.fsdp_config["cpu_offload"] is True

@@ -143,7 +143,14 @@ class TrainingConfig(_Part):
     use_cpu: bool = False
     dataloader_num_workers: int = Field(0, ge=0)
     beta: float = Field(0.1, gt=0, description="DPO: strength of the pull towards the reference model")
-    processes: int = Field(1, gt=0, description="Processes (DDP) through accelerate launch / torchrun")
+    processes: int = Field(1, gt=0, description="Processes per node (DDP through torchrun)")
+    launcher_args: list[str] = Field(
+        default_factory=list,
+        description="Extra torchrun arguments replacing --standalone, e.g. for several nodes: "
+                    "[--nnodes=2, --node_rank=0, --rdzv_backend=c10d, --rdzv_endpoint=HOST:29500]")
+    fsdp: bool = Field(False, description="FSDP (fully sharded) instead of DDP across the processes")
+    fsdp_config: dict[str, Any] = Field(default_factory=dict,
+                                        description="TrainingArguments' fsdp_config, e.g. {cpu_offload: true}")
     auto_retry_oom: bool = Field(False, description="On out-of-memory: halve the batch, double accumulation, retry")
 
     @field_validator("max_steps")
@@ -183,6 +190,11 @@ class RunConfig(_Part):
             raise ValueError("task classification needs data.label_column")
         if self.task == "dpo" and m.name in ("prompt_tuning", "prefix_tuning"):
             raise ValueError("dpo does not support prompt/prefix tuning: use lora or full")
+        t = self.training
+        if t.fsdp and t.processes < 2 and not t.launcher_args:
+            raise ValueError("training.fsdp shards the model across processes: set training.processes > 1")
+        if t.fsdp and q.load_in != "none":
+            raise ValueError("training.fsdp does not shard bitsandbytes-quantized models: use DDP (fsdp: false) for QLoRA")
         if self.training.eval_steps and self.training.save_steps and self.training.early_stopping_patience:
             if self.training.save_steps % self.training.eval_steps:
                 raise ValueError("with early stopping, training.save_steps must be a multiple of training.eval_steps")
