@@ -80,3 +80,36 @@ def test_two_processes_match_one(tiny_bert_no_dropout, tiny_csv):
     steps = [m["step"] for m in h.metrics(two, "train/loss")]
     assert len(steps) == len(set(steps)) == 6
     assert run["trainable_params"] and run["total_params"]
+
+
+def test_two_nodes_on_loopback_share_one_run(tmp_path, monkeypatch, tiny_bert_no_dropout, tiny_csv):
+    """Multi-node as documented: the same config started on each "node" (here two TUITUNE_HOMEs on
+    this machine) with torchrun rendezvous arguments. Global rank 0's history gets the metrics,
+    once per step; the other node's row follows the run's status without writing metrics."""
+    import socket
+
+    from tuitune import launcher, paths
+    from tuitune.config import validate_config
+    from tuitune.history import History
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    runs = []
+    for node in (0, 1):
+        monkeypatch.setenv("TUITUNE_HOME", str(tmp_path / f"node{node}"))
+        cfg = tiny_config(tiny_bert_no_dropout, tiny_csv)
+        cfg["data"].update(max_train_samples=16, max_eval_samples=16)
+        cfg["training"].update(max_steps=4, eval_steps=4, per_device_train_batch_size=8, launcher_args=[
+            "--nnodes=2", f"--node_rank={node}", "--master_addr=127.0.0.1", f"--master_port={port}"])
+        runs.append(launcher.start_run(History(), validate_config(cfg)))
+    results = []
+    for node, run_id in enumerate(runs):
+        monkeypatch.setenv("TUITUNE_HOME", str(tmp_path / f"node{node}"))
+        run = wait(run_id)
+        log = (paths.run_dir(run_id) / "engine.log").read_text(errors="replace")
+        assert run["status"] == "completed", f"node {node}: {run.get('error')}\n{log[-3000:]}"
+        h = History()
+        results.append([m["step"] for m in h.metrics(run_id, "train/loss")])
+    assert results[0] == [1, 2, 3, 4]
+    assert results[1] == []

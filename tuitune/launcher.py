@@ -22,10 +22,12 @@ from tuitune.history import LIVE, History, now_ms, pid_alive
 from tuitune.safety import private_text, scrub
 
 
-def engine_command(run_id: int, processes: int = 1, *, resume: bool = False) -> list[str]:
+def engine_command(run_id: int, processes: int = 1, *, resume: bool = False,
+                   launcher_args: Optional[list[str]] = None) -> list[str]:
+    """The engine's command line: one process, or torchrun (DDP) for several processes or nodes."""
     tail = ["-m", "engine", "run", str(run_id)] + (["--resume"] if resume else [])
-    if processes > 1:
-        return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+    if processes > 1 or launcher_args:
+        return [sys.executable, "-m", "torch.distributed.run", *(launcher_args or ["--standalone"]),
                 f"--nproc_per_node={processes}", *tail]
     return [sys.executable, *tail]
 
@@ -44,7 +46,8 @@ def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = Fals
     log_fd = os.open(run_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(
-            engine_command(run_id, cfg.training.processes, resume=resume),
+            engine_command(run_id, cfg.training.processes, resume=resume,
+                           launcher_args=cfg.training.launcher_args),
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True, env=env, cwd=str(run_dir), close_fds=True,
         )
