@@ -390,7 +390,7 @@ def _print_final(s: dict) -> None:
     print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
     m, b = s["metrics"] or {}, s["baseline"] or {}
     keys = [k for k in m if isinstance(m[k], (int, float)) and not k.endswith(("runtime", "per_second"))
-            and k != "epoch"]
+            and k != "epoch" and "preparation_time" not in k]
     if keys:
         rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{m[k]:.4f}"] for k in keys]
         print(_table(rows, ["metric", "baseline", "final"]))
