@@ -92,8 +92,9 @@ def test_kill9_engine_then_resume_matches_uninterrupted_run(tiny_bert, tiny_csv,
     cfg = write_config(tmp_path, compare_config(tiny_bert, tiny_csv))
     run_id = start_detached(cfg, faults(step_sleep=SLOW))
     h = History()
-    wait_for(lambda: h.get_run(run_id)["step"] >= 10 and any(p.name == "checkpoint-8" for p in checkpoints(run_id)),
-             what="step 10 with checkpoint-8")
+    # the logged metrics (not the live step counter, which the heartbeat advances between logs)
+    wait_for(lambda: max(steps(h, run_id) or [0]) >= 10 and any(p.name == "checkpoint-8" for p in checkpoints(run_id)),
+             what="step 10 logged with checkpoint-8")
     pid = h.get_run(run_id)["pid"]
     os.kill(pid, signal.SIGKILL)
     t0 = time.monotonic()
