@@ -12,6 +12,8 @@ import sys
 def main(argv=None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    from tuitune.generation import add_generation_flags, generation_kwargs
+
     p = argparse.ArgumentParser(prog="python -m engine")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
@@ -22,14 +24,7 @@ def main(argv=None) -> int:
     pr.add_argument("text")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--base", action="store_true", help="the base model, before fine-tuning")
-    # causal LMs (sft/dpo runs): generation settings; unset ones keep Predictor.generate's defaults
-    pr.add_argument("--max-new-tokens", type=int)
-    pr.add_argument("--temperature", type=float)
-    pr.add_argument("--top-p", type=float)
-    pr.add_argument("--repetition-penalty", type=float)
-    pr.add_argument("--seed", type=int)
-    pr.add_argument("--system", help="a system message for the chat template")
-    pr.add_argument("--greedy", dest="do_sample", action="store_false", default=None, help="no sampling")
+    add_generation_flags(pr)  # causal LMs (sft/dpo runs)
     s = sub.add_parser("serve")
     s.add_argument("run_id")
     m = sub.add_parser("merge")
@@ -48,9 +43,7 @@ def main(argv=None) -> int:
 
         if args.cmd == "predict":
             pred = predict.Predictor.for_run(args.run_id, base=args.base)
-            gen = {k: getattr(args, k) for k in ("max_new_tokens", "temperature", "top_p", "repetition_penalty",
-                                                 "seed", "system", "do_sample") if getattr(args, k) is not None}
-            print(json.dumps(pred.predict(args.text, top_k=args.top_k, **gen)))
+            print(json.dumps(pred.predict(args.text, top_k=args.top_k, **generation_kwargs(args))))
             return 0
         if args.cmd == "serve":
             return predict.serve(args.run_id)

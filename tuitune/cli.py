@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuitune.errors import TuituneError
+from tuitune.generation import add_generation_flags, generation_argv
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
 EXIT_ERROR = 2
@@ -71,14 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("text")
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
-    gen = pr.add_argument_group("generation (sft / dpo runs)")
-    gen.add_argument("--max-new-tokens", type=int)
-    gen.add_argument("--temperature", type=float)
-    gen.add_argument("--top-p", type=float)
-    gen.add_argument("--repetition-penalty", type=float)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--system", help="a system message for the chat template")
-    gen.add_argument("--greedy", action="store_true", help="no sampling: always the likeliest token")
+    add_generation_flags(pr)
 
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
@@ -240,12 +234,7 @@ def _engine(args_list: list[str]) -> dict:
 def cmd_predict(args, h) -> int:
     run = h.get_run(args.run)
     cmd = ["predict", str(run["id"]), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
-    for flag in ("max_new_tokens", "temperature", "top_p", "repetition_penalty", "seed", "system"):
-        value = getattr(args, flag)
-        if value is not None:
-            cmd += ["--" + flag.replace("_", "-"), str(value)]
-    if args.greedy:
-        cmd.append("--greedy")
+    cmd += generation_argv(args)
     out = _engine(cmd)
     if args.json:
         _print_json(out)
