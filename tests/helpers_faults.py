@@ -70,3 +70,12 @@ def weights(run_dir: Path) -> dict:
 def engine_log(run: dict) -> str:
     p = Path(run["run_dir"]) / "engine.log"
     return p.read_text(errors="replace") if p.exists() else ""
+
+
+def terminal_job_signals() -> None:
+    """preexec_fn for a process standing in for a terminal's job (a UI or a following CLI): the
+    default action for SIGHUP, as a shell gives its jobs, even when whatever runs the tests (a CI
+    runner, nohup) ignores SIGHUP — an ignored signal is inherited across exec."""
+    import signal
+
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)

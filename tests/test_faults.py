@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from conftest import tiny_config, tuitune_cmd
-from helpers_faults import cli, cli_json, engine_log, faults, steps, values, wait_for, weights, write_config
+from helpers_faults import (cli, cli_json, engine_log, faults, steps, terminal_job_signals, values, wait_for, weights,
+                            write_config)
 from tuitune.history import History
 from tuitune.launcher import checkpoints
 
@@ -122,6 +123,7 @@ def test_run_survives_its_cli(tiny_bert, tiny_csv, tmp_path, sig):
     env = dict(os.environ, **faults(step_sleep=0.15))
     # `tuitune run` following its run, in its own session as if it were a terminal's shell job
     follower = subprocess.Popen(tuitune_cmd() + ["run", str(cfg)], env=env, start_new_session=True,
+                                preexec_fn=terminal_job_signals,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     h = History()
     wait_for(lambda: h.list_runs() and h.list_runs()[0]["step"] >= 2, what="the run to train")

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_config
-from helpers_faults import faults, steps, wait_for
+from helpers_faults import faults, steps, terminal_job_signals, wait_for
 from tuitune.history import History
 
 UI_SCRIPT = r"""
@@ -39,8 +39,10 @@ def test_run_survives_the_ui_process(tiny_bert, tiny_csv, tmp_path, sig):
     path.write_text(yaml.safe_dump(cfg))
     env = dict(os.environ, **faults(step_sleep=0.15), PYTHONPATH=str(ROOT))
     # the UI in its own session, as the shell job of a terminal that is about to go away
+    # (with SIGHUP's default action, as in a terminal, even where this test's runner ignores it)
     ui = subprocess.Popen([sys.executable, "-c", UI_SCRIPT, str(path)], env=env, start_new_session=True,
-                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                          preexec_fn=terminal_job_signals, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.DEVNULL, text=True)
     run_id = int(ui.stdout.readline())
     h = History()
     wait_for(lambda: max(steps(h, run_id) or [0]) >= 2, what="the run to train")
