@@ -43,11 +43,16 @@ def test_run_survives_the_ui_process(tiny_bert, tiny_csv, tmp_path, sig):
     ui = subprocess.Popen([sys.executable, "-c", UI_SCRIPT, str(path)], env=env, start_new_session=True,
                           preexec_fn=terminal_job_signals, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                           stderr=subprocess.DEVNULL, text=True)
-    run_id = int(ui.stdout.readline())
-    h = History()
-    wait_for(lambda: max(steps(h, run_id) or [0]) >= 2, what="the run to train")
-    os.killpg(ui.pid, sig)
-    assert ui.wait(timeout=10) != 0  # the UI is gone
+    try:
+        run_id = int(ui.stdout.readline())
+        h = History()
+        wait_for(lambda: max(steps(h, run_id) or [0]) >= 2, what="the run to train")
+        os.killpg(ui.pid, sig)
+        assert ui.wait(timeout=10) != 0  # the UI is gone
+    finally:
+        if ui.poll() is None:  # never leave a stray UI behind a failed assertion
+            ui.kill()
+            ui.wait()
     run = wait_for(lambda: (r := h.get_run(run_id))["status"] not in ("queued", "running") and r,
                    timeout=120, what="the run to end")
     assert run["status"] == "completed", run["error"]
