@@ -174,7 +174,6 @@ class Classification(Task):
 
     def tokenize(self, ds, tokenizer):
         d = self.cfg.data
-        ds = ds.map(lambda b: b, batched=True)  # materialise before relabelling
         self.label_names, ds = data_mod.label_names(ds, d.label_column)
         ds = _text_column_clean(ds, d.text_column)
 

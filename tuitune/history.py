@@ -211,14 +211,6 @@ class History:
         except sqlite3.OperationalError as err:
             raise self._explain(err) from None
 
-    def _many(self, sql: str, rows: list[tuple]) -> None:
-        try:
-            with self.conn:
-                self.conn.execute("BEGIN")
-                self.conn.executemany(sql, rows)
-        except sqlite3.OperationalError as err:
-            raise self._explain(err) from None
-
     # -- runs ---------------------------------------------------------------------------------
     def create_run(self, config: dict[str, Any], *, run_dir_for=None) -> int:
         """Insert a queued run; returns its id. `config` is the validated config as a dict."""
