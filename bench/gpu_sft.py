@@ -41,7 +41,7 @@ def one(method: str, args) -> dict:
     """Runs in a child process: one engine run, measured."""
     import torch
 
-    from engine.runner import Run
+    from tuitune.engine.runner import Run
     from tuitune import paths
     from tuitune.config import load_config
     from tuitune.history import History

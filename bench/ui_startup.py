@@ -28,7 +28,7 @@ app = make_app()
 
 async def first_frame():
     async with app.run_test(size=(80, 24)) as pilot:
-        from screens.runs import RunsScreen
+        from tuitune.screens.runs import RunsScreen
         while not isinstance(app.screen, RunsScreen) or not app.screen.query_one("#runs").size.height:
             await pilot.pause(0.005)
         await pilot.pause(0)
@@ -55,8 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("-n", type=int, default=7)
     args = ap.parse_args()
-    env = dict(os.environ, TUITUNE_HOME=tempfile.mkdtemp(prefix="tuitune-bench-"), OMP_NUM_THREADS="1",
-               PYTHONPATH=str(ROOT))
+    env = dict(os.environ, TUITUNE_HOME=tempfile.mkdtemp(prefix="tuitune-bench-"), OMP_NUM_THREADS="1")
     exe = Path(sys.executable).parent / "tuitune"
     help_cmd = [str(exe), "--help"] if exe.exists() else [sys.executable, "-m", "tuitune.cli", "--help"]
     rows = []

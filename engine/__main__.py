@@ -1,5 +1,5 @@
-"""`python -m engine run RUN_ID [--resume]` · `python -m engine predict RUN_ID TEXT` ·
-`python -m engine serve RUN_ID` (JSON lines on stdin/stdout) · `python -m engine merge RUN_ID`."""
+"""`python -m tuitune.engine run RUN_ID [--resume]` · `python -m tuitune.engine predict RUN_ID TEXT` ·
+`python -m tuitune.engine serve RUN_ID` (JSON lines on stdin/stdout) · `python -m tuitune.engine merge RUN_ID`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     from tuitune.generation import add_generation_flags, generation_kwargs
 
-    p = argparse.ArgumentParser(prog="python -m engine")
+    p = argparse.ArgumentParser(prog="python -m tuitune.engine")
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run")
     r.add_argument("run_id", type=int)
@@ -35,11 +35,11 @@ def main(argv=None) -> int:
     from tuitune.errors import TuituneError
 
     if args.cmd == "run":
-        from engine.runner import main as run_main
+        from tuitune.engine.runner import main as run_main
 
         return run_main(args.run_id, resume=args.resume)
     try:
-        from engine import predict
+        from tuitune.engine import predict
 
         if args.cmd == "predict":
             pred = predict.Predictor.for_run(args.run_id, base=args.base)

@@ -240,7 +240,7 @@ def prompt_tuning(model, cfg, task):
     _check_prompt_learning(model, task, "prompt_tuning")
     kw = {}
     if m.prompt_tuning_init == "text":
-        from engine import models
+        from tuitune.engine import models
 
         kw = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=m.prompt_tuning_init_text,
                   tokenizer_name_or_path=models.resolve(cfg.model.name_or_path))

@@ -18,7 +18,7 @@ def resolve(name: str) -> str:
         if a.kind != "model":
             raise TuituneError(f"{name} is a dataset, not a model")
         if name == "demo:smollm2":
-            from engine.gguf_demo import converted_smollm2
+            from tuitune.engine.gguf_demo import converted_smollm2
 
             return str(converted_smollm2())
         return str(demo.path(name))

@@ -61,8 +61,8 @@ class Predictor:
     def for_run(cls, run_id, *, base: bool = False) -> "Predictor":
         from transformers import AutoTokenizer
 
-        from engine import models
-        from engine.tasks import get_task
+        from tuitune.engine import models
+        from tuitune.engine.tasks import get_task
 
         run, out = _run_model_dir(run_id)
         meta = json.loads((out / "tuitune.json").read_text())

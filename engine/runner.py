@@ -106,7 +106,7 @@ class Run:
         self.row = row
         self.cfg = RunConfig.model_validate(row["config"])
         self.run_dir = Path(row["run_dir"]) if row.get("run_dir") else Path.cwd()
-        from engine.callbacks import StopFlag
+        from tuitune.engine.callbacks import StopFlag
 
         self.stop = StopFlag()
 
@@ -118,9 +118,9 @@ class Run:
 
     # -- building ---------------------------------------------------------------------------------
     def build(self):
-        from engine import methods, models
-        from engine.callbacks import HistoryCallback
-        from engine.tasks import TokenCounter, get_task
+        from tuitune.engine import methods, models
+        from tuitune.engine.callbacks import HistoryCallback
+        from tuitune.engine.tasks import TokenCounter, get_task
 
         cfg = self.cfg
         if cfg.model.trust_remote_code and self.main:
@@ -149,7 +149,7 @@ class Run:
         self.counter = TokenCounter(task.collator(self.tokenizer))
         self.callback = HistoryCallback(self.h if self.main else None, self.run_id, self.stop, task, self.counter)
         self.trainer = task.build_trainer(self, self.callback)
-        from engine import faults
+        from tuitune.engine import faults
 
         spec = faults.configured()
         if spec:
@@ -187,7 +187,7 @@ class Run:
 
     def execute(self) -> int:
         """Returns the process exit code (0 completed or stopped, 1 failed)."""
-        from engine.callbacks import SystemSampler
+        from tuitune.engine.callbacks import SystemSampler
 
         self._install_signals()
         h = self.h

@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from engine import data as data_mod
+from tuitune.engine import data as data_mod
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 
@@ -106,7 +106,7 @@ class Task:
     def load_model(self, path: str):
         from transformers import set_seed
 
-        from engine import models
+        from tuitune.engine import models
 
         # A new head (and later LoRA's A matrices) draws random weights: seed first, so a run is
         # reproducible and every DDP process starts from the same weights.
@@ -121,7 +121,7 @@ class Task:
     def build_trainer(self, run, callback):
         from transformers import EarlyStoppingCallback, Trainer
 
-        from engine.runner import training_arguments
+        from tuitune.engine.runner import training_arguments
 
         t = self.cfg.training
         callbacks = [callback]
@@ -369,7 +369,7 @@ class SFT(Task):
         return None  # TRL's trainers bring their own; build_trainer wraps it in the token counter
 
     def trainer_args(self, run, args_class, **extra):
-        from engine.runner import training_arguments
+        from tuitune.engine.runner import training_arguments
 
         # TRL turns activation checkpointing on by default; ours follows training.gradient_checkpointing
         # (it also drops prefix tuning's key/value prefixes, which ride in the cache).

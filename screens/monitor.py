@@ -20,8 +20,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
-from screens.base import BaseScreen
-from screens.dialogs import ConfirmDialog
+from tuitune.screens.base import BaseScreen
+from tuitune.screens.dialogs import ConfirmDialog
 from tuitune.history import LIVE
 from tuitune.ui_data import fmt_bytes, fmt_duration, short
 
@@ -318,7 +318,7 @@ class MonitorScreen(BaseScreen):
         if self.run.get("status") != "completed":
             self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: predict needs a completed run")  # type: ignore[attr-defined]
             return
-        from screens.predict import PredictScreen
+        from tuitune.screens.predict import PredictScreen
 
         self.app.push_screen(PredictScreen(self.run_id))
 

@@ -1,6 +1,6 @@
 """Predict: query a completed run as you type; the base model beside the fine-tuned one.
 
-Answers come from a long-lived `python -m engine serve` process (`tuitune.predict_client`), driven
+Answers come from a long-lived `python -m tuitune.engine serve` process (`tuitune.predict_client`), driven
 from a worker; typing is debounced so only the latest text is asked.
 """
 
@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
-from screens.base import BaseScreen, explain
+from tuitune.screens.base import BaseScreen, explain
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 

@@ -10,8 +10,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
-from screens.base import BaseScreen
-from screens.dialogs import ConfirmDialog
+from tuitune.screens.base import BaseScreen
+from tuitune.screens.dialogs import ConfirmDialog
 from tuitune.history import LIVE
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
@@ -145,18 +145,18 @@ class RunsScreen(BaseScreen):
         run = self.current()
         if run is None:
             return
-        from screens.monitor import MonitorScreen
+        from tuitune.screens.monitor import MonitorScreen
 
         self.app.push_screen(MonitorScreen(run["id"]))
 
     def action_new(self) -> None:
-        from screens.wizard import ModelScreen
+        from tuitune.screens.wizard import ModelScreen
 
         self.app.draft = {}  # type: ignore[attr-defined]
         self.app.push_screen(ModelScreen())
 
     def action_presets(self) -> None:
-        from screens.wizard import open_presets
+        from tuitune.screens.wizard import open_presets
 
         open_presets(self.app)
 
@@ -164,7 +164,7 @@ class RunsScreen(BaseScreen):
         run = self.current()
         if run is None:
             return
-        from screens.wizard import ModelScreen
+        from tuitune.screens.wizard import ModelScreen
 
         cfg = copy.deepcopy(run["config"])
         cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
@@ -221,7 +221,7 @@ class RunsScreen(BaseScreen):
         if run["status"] != "completed":
             self.app.show_error(f"run {run['id']} is {run['status']}: predict needs a completed run")  # type: ignore[attr-defined]
             return
-        from screens.predict import PredictScreen
+        from tuitune.screens.predict import PredictScreen
 
         self.app.push_screen(PredictScreen(run["id"]))
 
@@ -237,6 +237,6 @@ class RunsScreen(BaseScreen):
         if len(ids) < 2:
             self.app.show_error("mark two or more runs with space, then press v to compare them")  # type: ignore[attr-defined]
             return
-        from screens.monitor import CompareScreen
+        from tuitune.screens.monitor import CompareScreen
 
         self.app.push_screen(CompareScreen(ids))

@@ -22,8 +22,8 @@ from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
-from screens.base import BaseScreen
-from screens.dialogs import AskDialog, PickDialog
+from tuitune.screens.base import BaseScreen
+from tuitune.screens.dialogs import AskDialog, PickDialog
 from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
 from tuitune.ui_data import fmt_bytes, fmt_count
 
@@ -519,7 +519,7 @@ class ReviewScreen(BaseScreen):
 
     @work(thread=True, exit_on_error=False, group="save")
     def _save(self, name: str) -> None:
-        from tuitune.ui_presets import save_user_preset
+        from tuitune.presets import save_user_preset
 
         path = save_user_preset(name, self.cfg)
         self.app.call_from_thread(self.notify, f"saved preset {name} ({path})")
@@ -533,8 +533,8 @@ class ReviewScreen(BaseScreen):
         self.app.call_from_thread(self._open, run_id)
 
     def _open(self, run_id: int) -> None:
-        from screens.monitor import MonitorScreen
-        from screens.runs import RunsScreen
+        from tuitune.screens.monitor import MonitorScreen
+        from tuitune.screens.runs import RunsScreen
 
         # back to Runs, then the new run's monitor on top
         while len(self.app.screen_stack) > 1 and not isinstance(self.app.screen, RunsScreen):
@@ -549,7 +549,7 @@ class ReviewScreen(BaseScreen):
 
 def open_presets(app) -> None:
     """Pick a preset (shipped or saved); its config becomes the draft and the wizard opens on it."""
-    from tuitune.ui_presets import all_presets, load_preset_dict
+    from tuitune.presets import all_presets, load_preset_dict
 
     def chosen(value: str | None) -> None:
         if not value:
@@ -557,7 +557,7 @@ def open_presets(app) -> None:
         try:
             app.draft = load_preset_dict(value)
         except Exception as err:  # a broken user preset: say so
-            from screens.base import explain
+            from tuitune.screens.base import explain
 
             app.show_error(explain(err))
             return

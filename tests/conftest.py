@@ -99,7 +99,7 @@ def execute_run(cfg: dict, *, resume_id: int | None = None):
     """Create a run row and execute the engine's Run in this process. Returns (run_id, exit code)."""
     import signal
 
-    from engine.runner import Run
+    from tuitune.engine.runner import Run
     from tuitune import paths
     from tuitune.config import validate_config
     from tuitune.history import History
@@ -125,7 +125,7 @@ def tiny_llama(tmp_path_factory) -> Path:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from engine import gguf_demo
+    from tuitune.engine import gguf_demo
 
     out = tmp_path_factory.mktemp("tiny-llama")
     tok = gguf_demo.load_gguf_tokenizer()
@@ -147,7 +147,7 @@ def _pretrain_a_little(model, tok, steps: int = 30) -> None:
     tiny model predicts a near-uniform distribution whatever adapters do, and no loss could fall."""
     import torch
 
-    from engine.data import _chat
+    from tuitune.engine.data import _chat
 
     convs = _chat()["messages"][:steps * 8]
     texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]
@@ -164,7 +164,7 @@ def _pretrain_a_little(model, tok, steps: int = 30) -> None:
 
 def run_in_process(config: dict) -> int:
     """Record a run in the (isolated) history and execute it here, as the engine process would."""
-    from engine.runner import Run
+    from tuitune.engine.runner import Run
     from tuitune import paths
     from tuitune.config import validate_config
     from tuitune.history import History

@@ -113,7 +113,8 @@ def test_presets_lists_shipped_presets_with_descriptions():
 
 
 def test_presets_ship_in_a_non_editable_install(tmp_path):
-    """`pip install .` (not editable) still finds the presets: they are package data."""
+    """`pip install .` (not editable) installs one namespace, `tuitune`: the engine, screens and
+    presets are its sub-packages (the presets found as package data), and nothing top-level."""
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                     "--target", str(target), str(ROOT)], check=True, capture_output=True)
@@ -124,6 +125,16 @@ def test_presets_ship_in_a_non_editable_install(tmp_path):
     where, names = json.loads(out.stdout)
     assert where.startswith(str(target))
     assert "bbc-news-minilm" in names and "minilm-mlm" in names
+    assert {p.name for p in target.iterdir()} - {"bin"} - {p.name for p in target.glob("*-info")} \
+        == {"tuitune"}
+    probe = ("import importlib.util as u, json; import tuitune.engine, tuitune.screens, tuitune.presets; "
+             "print(json.dumps([tuitune.engine.__file__, [u.find_spec(m) is None for m in "
+             "('engine', 'screens', 'presets')]]))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(target)}, check=True)
+    engine_file, missing = json.loads(out.stdout)
+    assert engine_file.startswith(str(target / "tuitune" / "engine"))
+    assert missing == [True, True, True], "top-level engine/screens/presets must not be importable"
 
 
 def test_export_writes_the_whole_timeline(tmp_path):
@@ -151,7 +162,7 @@ def test_export_writes_the_whole_timeline(tmp_path):
 
 def test_presets_saved_by_the_user_are_listed_and_runnable_by_name(tuitune_home):
     from tuitune.config import load_config
-    from tuitune.ui_presets import save_user_preset
+    from tuitune.presets import save_user_preset
 
     save_user_preset("my-lora", load_config("bbc-news-minilm", ["method.name=lora"]))
     rows = json.loads(tuitune("presets", "--json", check_rc=0).stdout)

@@ -90,8 +90,8 @@ def test_not_a_mapping():
 
 
 def test_fsdp_reaches_the_training_arguments(tuitune_home):
-    from engine.runner import training_arguments
-    from engine.tasks import get_task
+    from tuitune.engine.runner import training_arguments
+    from tuitune.engine.tasks import get_task
 
     cfg = load_config("bbc-news-minilm", ["training.processes=2", "training.fsdp=true",
                                           "training.fsdp_config={cpu_offload: true}"])

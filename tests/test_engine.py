@@ -89,7 +89,7 @@ def test_lora_saves_an_adapter_that_merges(tiny_bert, tiny_csv):
     assert 0 < run["trainable_params"] < run["total_params"]
     assert _eval(h, run_id, "final")["eval_loss"] < _eval(h, run_id, "baseline")["eval_loss"]
 
-    from engine import predict
+    from tuitune.engine import predict
 
     tuned = predict.Predictor.for_run(run_id).predict("the film was great and wonderful really best")
     merged_dir = predict.merge(run_id)
@@ -117,7 +117,7 @@ def test_masked_lm_lowers_perplexity_and_fills_masks(tiny_bert, tiny_csv):
     assert final["eval_perplexity"] < base["eval_perplexity"]
     assert run["main_metric"] == "perplexity"
 
-    from engine.predict import Predictor
+    from tuitune.engine.predict import Predictor
 
     answer = Predictor.for_run(run_id).predict("the film was [MASK] and wonderful", top_k=4)
     preds = answer["predictions"]
@@ -134,7 +134,7 @@ def test_missing_column_fails_the_run_with_the_fix(tiny_bert, tiny_csv):
 
 
 def test_validation_split_is_carved_with_the_seed(tiny_bert, tiny_csv):
-    from engine.data import load_raw, splits
+    from tuitune.engine.data import load_raw, splits
     from tuitune.config import DataConfig
 
     d = DataConfig(path=str(tiny_csv))
@@ -149,7 +149,7 @@ def test_validation_split_is_carved_with_the_seed(tiny_bert, tiny_csv):
 def test_local_file_formats_load(tmp_path, suffix, tiny_csv):
     import datasets
 
-    from engine.data import load_raw
+    from tuitune.engine.data import load_raw
     from tuitune.config import DataConfig
 
     ds = datasets.load_dataset("csv", data_files=str(tiny_csv))["train"]

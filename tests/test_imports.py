@@ -15,7 +15,8 @@ def _loaded_after(code: str) -> list[str]:
 
 
 def test_cli_and_core_do_not_import_ml_libraries():
-    code = "import tuitune.cli, tuitune.config, tuitune.history, tuitune.launcher, tuitune.demo, tuitune.sysmon"
+    code = ("import tuitune.cli, tuitune.config, tuitune.history, tuitune.launcher, tuitune.demo, tuitune.sysmon, "
+            "tuitune.presets, tuitune.screens")
     assert _loaded_after(code) == []
 
 

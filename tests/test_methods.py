@@ -61,7 +61,7 @@ CASES = {
 @pytest.fixture
 def spy(monkeypatch):
     """Keeps the model as the method left it, and a copy of every parameter before training."""
-    from engine import methods
+    from tuitune.engine import methods
 
     seen: dict = {}
     original = methods.apply_method
@@ -94,7 +94,7 @@ def case_config(case, tiny_bert, tiny_llama, tiny_csv) -> dict:
 def test_method_trains_only_its_parameters(case, spy, tiny_bert, tiny_llama, tiny_csv):
     import torch
 
-    from engine.predict import Predictor
+    from tuitune.engine.predict import Predictor
     from tuitune.history import History
 
     model_kind, task, method, quant, _, allowed, must = CASES[case]
@@ -132,7 +132,7 @@ def test_method_trains_only_its_parameters(case, spy, tiny_bert, tiny_llama, tin
 
 
 def test_prefix_tuning_on_bert_classifier_says_not_supported(tiny_bert, tiny_csv):
-    from engine.runner import Run
+    from tuitune.engine.runner import Run
     from tuitune import paths
     from tuitune.config import validate_config
     from tuitune.history import History
@@ -149,7 +149,7 @@ def test_prefix_tuning_on_bert_classifier_says_not_supported(tiny_bert, tiny_csv
 def test_mlm_prompt_tuning_labels_are_shifted_by_the_virtual_tokens(tiny_bert, tiny_csv):
     from transformers import AutoTokenizer
 
-    from engine.tasks import VirtualTokenLabels, get_task
+    from tuitune.engine.tasks import VirtualTokenLabels, get_task
     from tuitune.config import validate_config
 
     cfg = validate_config(tiny_config(tiny_bert, tiny_csv, task="mlm",
@@ -209,7 +209,7 @@ def test_impossible_combinations_are_refused_before_launch(sections, message):
 def test_quantization_without_bitsandbytes_says_how_to_fix(monkeypatch):
     import builtins
 
-    from engine import models
+    from tuitune.engine import models
     from tuitune.config import validate_config
     from tuitune.errors import TuituneError
 

@@ -36,7 +36,7 @@ def prompt_completion_file(tmp_path_factory):
 
 
 def test_sft_on_chat_messages_learns_and_generates(tiny_llama):
-    from engine.predict import Predictor
+    from tuitune.engine.predict import Predictor
 
     run_id = run_in_process(llama_config(tiny_llama, "demo:chat", messages_column="messages"))
     base, final = losses(run_id)
@@ -55,7 +55,7 @@ def test_sft_on_chat_messages_learns_and_generates(tiny_llama):
 
 
 def test_sft_prompt_completion_trains_on_the_completion_only(tiny_llama, prompt_completion_file):
-    from engine.runner import Run
+    from tuitune.engine.runner import Run
     from tuitune import paths
     from tuitune.config import validate_config
     from tuitune.history import History
@@ -89,7 +89,7 @@ def test_sft_packing_runs(tiny_llama):
 
 
 def test_dpo_prefers_the_chosen_answer(tiny_llama):
-    from engine.predict import Predictor
+    from tuitune.engine.predict import Predictor
     from tuitune.history import History
 
     cfg = llama_config(tiny_llama, "demo:chat-pairs", task="dpo")
@@ -106,7 +106,7 @@ def test_dpo_prefers_the_chosen_answer(tiny_llama):
 
 
 def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, capsys):
-    from engine import predict
+    from tuitune.engine import predict
 
     run_id = run_in_process(dict(llama_config(tiny_llama, "demo:chat", messages_column="messages"),
                                  training={"max_steps": 1, "use_cpu": True, "logging_steps": 1,
@@ -129,7 +129,7 @@ def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, c
     assert next(x for x in lines if x.get("id") == 2)["base"] is True
     assert "temperature must be > 0" in next(x for x in lines if x.get("id") == 3)["error"]
 
-    from engine.__main__ import main
+    from tuitune.engine.__main__ import main
 
     assert main(["predict", str(run_id), "Hi there", "--max-new-tokens", "2", "--greedy", "--seed", "1"]) == 0
     answer = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -147,7 +147,7 @@ def test_serve_streams_generated_tokens_as_json_lines(tiny_llama, monkeypatch, c
 
 
 def test_chat_data_on_a_model_without_chat_template_says_what_to_do(tiny_llama):
-    from engine.tasks import get_task
+    from tuitune.engine.tasks import get_task
     from tuitune.config import validate_config
     from tuitune.errors import TuituneError
 
@@ -166,7 +166,7 @@ def test_prefix_tuned_generation_uses_the_prefix(tiny_llama):
     from peft import PrefixTuningConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from engine.predict import Predictor
+    from tuitune.engine.predict import Predictor
 
     tok = AutoTokenizer.from_pretrained(str(tiny_llama))
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(str(tiny_llama)),

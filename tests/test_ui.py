@@ -32,8 +32,9 @@ async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
 
 
 def test_ui_imports_no_torch():
-    code = ("import sys, tuitune.app, tuitune.cli, screens.runs, screens.wizard, screens.monitor, "
-            "screens.predict, screens.dialogs, tuitune.ui_data, tuitune.predict_client, tuitune.ui_presets\n"
+    code = ("import sys, tuitune.app, tuitune.cli, tuitune.screens.runs, tuitune.screens.wizard, "
+            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.dialogs, tuitune.ui_data, "
+            "tuitune.predict_client, tuitune.presets\n"
             "heavy = [m for m in ('torch','transformers','peft','trl','datasets','bitsandbytes') if m in sys.modules]\n"
             "print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -102,7 +103,7 @@ def test_bad_input_messages(tuitune_home, tiny_csv):
             # a dataset without the chosen label column
             app.draft = {"task": "classification", "model": {"name_or_path": "demo:minilm"},
                          "data": {"path": str(tiny_csv), "label_column": "stars"}}
-            from screens.wizard import DatasetScreen, MethodScreen
+            from tuitune.screens.wizard import DatasetScreen, MethodScreen
 
             app.push_screen(DatasetScreen())
             await pilot.pause(0.1)

@@ -11,7 +11,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, tiny_config
+from conftest import tiny_config
 from helpers_faults import faults, steps, terminal_job_signals, wait_for
 from tuitune.history import History
 
@@ -37,7 +37,7 @@ def test_run_survives_the_ui_process(tiny_bert, tiny_csv, tmp_path, sig):
     cfg = tiny_config(tiny_bert, tiny_csv, training={"max_steps": 10, "eval_steps": 5})
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, **faults(step_sleep=0.15), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, **faults(step_sleep=0.15))
     # the UI in its own session, as the shell job of a terminal that is about to go away
     # (with SIGHUP's default action, as in a terminal, even where this test's runner ignores it)
     ui = subprocess.Popen([sys.executable, "-c", UI_SCRIPT, str(path)], env=env, start_new_session=True,

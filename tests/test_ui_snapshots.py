@@ -103,7 +103,7 @@ def test_model(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_dataset(snap_compare, size):
     async def before(pilot):
-        from screens.wizard import DatasetScreen
+        from tuitune.screens.wizard import DatasetScreen
         from tuitune import demo
 
         await settle(pilot)
@@ -117,8 +117,8 @@ def test_dataset(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_method_and_review(snap_compare, size):
     async def before(pilot):
-        from screens.wizard import MethodScreen
-        from tuitune.ui_presets import load_preset_dict
+        from tuitune.screens.wizard import MethodScreen
+        from tuitune.presets import load_preset_dict
 
         await settle(pilot)
         pilot.app.draft = load_preset_dict("bbc-news-minilm")
@@ -132,8 +132,8 @@ def test_method_and_review(snap_compare, size):
 @pytest.mark.parametrize("size", SIZES)
 def test_review(snap_compare, size):
     async def before(pilot):
-        from screens.wizard import MethodScreen
-        from tuitune.ui_presets import load_preset_dict
+        from tuitune.screens.wizard import MethodScreen
+        from tuitune.presets import load_preset_dict
 
         await settle(pilot)
         pilot.app.draft = load_preset_dict("bbc-news-minilm")

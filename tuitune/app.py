@@ -1,7 +1,7 @@
 """The Textual app. `make_app()` builds it (the CLI and the tests share it); `run_app()` runs it.
 
 Importing this module loads Textual and the screens, never torch & co.: training and prediction
-run in `python -m engine` processes; history reads go through `tuitune.ui_data.RunStore`.
+run in `python -m tuitune.engine` processes; history reads go through `tuitune.ui_data.RunStore`.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from typing import Any, Callable, Optional
 from textual.app import App
 from textual.binding import Binding
 
-import screens
-from screens.dialogs import MessageDialog
-from screens.runs import RunsScreen
+import tuitune.screens
+from tuitune.screens.dialogs import MessageDialog
+from tuitune.screens.runs import RunsScreen
 from tuitune.ui_data import RunStore
 
 

@@ -2,7 +2,7 @@
 
 Every command takes `--json` for scripts. Errors are one line on stderr and a non-zero exit;
 `--debug` shows the traceback. This module never imports torch & co.: training and prediction
-happen in `python -m engine` processes.
+happen in `python -m tuitune.engine` processes.
 """
 
 from __future__ import annotations
@@ -216,10 +216,8 @@ def cmd_delete(args, h) -> int:
 
 def _engine(args_list: list[str]) -> dict:
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    proc = subprocess.run([sys.executable, "-m", "engine", *args_list], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-m", "tuitune.engine", *args_list], capture_output=True, text=True, env=env,
                           stdin=subprocess.DEVNULL)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:

@@ -1,5 +1,5 @@
 """The generation settings for causal-LM predict, shared by `tuitune predict` (which forwards them)
-and `python -m engine predict` (which uses them), so the two command lines cannot drift apart."""
+and `python -m tuitune.engine predict` (which uses them), so the two command lines cannot drift apart."""
 
 from __future__ import annotations
 

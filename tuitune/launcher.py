@@ -25,7 +25,7 @@ from tuitune.safety import private_text, scrub
 def engine_command(run_id: int, processes: int = 1, *, resume: bool = False,
                    launcher_args: Optional[list[str]] = None) -> list[str]:
     """The engine's command line: one process, or torchrun (DDP) for several processes or nodes."""
-    tail = ["-m", "engine", "run", str(run_id)] + (["--resume"] if resume else [])
+    tail = ["-m", "tuitune.engine", "run", str(run_id)] + (["--resume"] if resume else [])
     if processes > 1 or launcher_args:
         return [sys.executable, "-m", "torch.distributed.run", *(launcher_args or ["--standalone"]),
                 f"--nproc_per_node={processes}", *tail]
@@ -40,9 +40,6 @@ def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = Fals
     env.setdefault("PYTHONUNBUFFERED", "1")
     if cfg.training.processes > 1:
         env.setdefault("OMP_NUM_THREADS", "1")
-    # The engine must find our packages even when started from another working directory.
-    root = str(Path(__file__).resolve().parent.parent)
-    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     log_fd = os.open(run_dir / "engine.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     with os.fdopen(log_fd, "ab") as log:
         proc = subprocess.Popen(

@@ -1,4 +1,4 @@
-"""Drive a long-lived `python -m engine serve RUN` process: the UI's way to query a model.
+"""Drive a long-lived `python -m tuitune.engine serve RUN` process: the UI's way to query a model.
 
 The engine keeps the base and fine-tuned models loaded; each request is one JSON line on its stdin
 and one answer line on its stdout. The UI process never imports torch. Calls block: run them in a
@@ -28,12 +28,10 @@ class PredictClient:
 
     def _start(self) -> subprocess.Popen:
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
         env.setdefault("TRANSFORMERS_VERBOSITY", "error")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine", "serve", str(self.run_id)],
+            [sys.executable, "-m", "tuitune.engine", "serve", str(self.run_id)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             text=True, bufsize=1, env=env,
         )
