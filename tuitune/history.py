@@ -7,6 +7,7 @@ Schema (after MLflow's): `runs` (status CHECK, millisecond timestamps), a long `
 (run, key, step, time, value) plus `latest_metrics` for fast listings, `evaluations` (baseline,
 periodic, final, test), `system` samples, and `events`. WAL mode and a busy timeout let several
 processes read and write at once. Schema changes go through `MIGRATIONS` (PRAGMA user_version).
+Reads hand out typed records (`tuitune.records`): `get_run` a `RunRecord`, `evaluations` `EvalRecord`s.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from tuitune.formatting import real_metrics
 from tuitune.records import LIVE, STATUSES, EvalRecord, RunRecord
 from tuitune.safety import scrub, scrub_obj
 
-__all__ = ["History", "LIVE", "STATUSES", "MIGRATIONS", "pid_alive", "now_ms"]
 HEARTBEAT_STALE_S = 60.0  # a live run whose engine has not written for this long has crashed
 QUEUED_STALE_S = 120.0
 
