@@ -87,6 +87,16 @@ def test_runs_replay_compare_filter_delete(tuitune_home):
             await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen" and app.screen.data, 10)
             assert "training.learning_rate" in str(app.screen.query_one("#cmp-diff").render())
             await pilot.press("escape")
+            # clone: the wizard opens on the run's config; a preset: the wizard opens on the preset
+            await pilot.press("c")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelScreen", 10, "wizard on the clone")
+            assert app.draft["name"] == "bbc-full-clone" and app.draft["training"]["learning_rate"] == 1e-4
+            await pilot.press("escape", "p")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "PickDialog", 10, "preset list")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelScreen", 10, "wizard on the preset")
+            assert app.draft["name"] and app.draft["model"]["name_or_path"]
+            await pilot.press("escape")
             # delete with confirmation: 'n' keeps it, 'y' deletes
             await pilot.press("d", "n")
             await pilot.pause(0.2)
