@@ -22,7 +22,7 @@ def main(argv=None) -> int:
     pr = sub.add_parser("predict")
     pr.add_argument("run_id")
     pr.add_argument("text")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--top-k", type=int, help="fill-mask: tokens ranked (5); generation: top-k sampling (50)")
     pr.add_argument("--base", action="store_true", help="the base model, before fine-tuning")
     add_generation_flags(pr)  # causal LMs (sft/dpo runs)
     s = sub.add_parser("serve")

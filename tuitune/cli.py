@@ -68,10 +68,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
 
-    pr = sub.add_parser("predict", parents=[common], help="query a trained run (fill-mask or labels)")
+    pr = sub.add_parser("predict", parents=[common],
+                        help="query a trained run (labels, fill-mask or generation); no TEXT: one input per "
+                             "line from stdin, the model kept loaded")
     pr.add_argument("run", metavar="RUN")
-    pr.add_argument("text")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("text", nargs="?", help="the input (omit it to read inputs line by line from stdin)")
+    pr.add_argument("--file", help="answer every line of this file (one input per line)")
+    pr.add_argument("--top-k", type=int, help="fill-mask: how many tokens to rank (5); generation: top-k sampling (50)")
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
     add_generation_flags(pr)
 
@@ -228,20 +231,103 @@ def _engine(args_list: list[str]) -> dict:
 
 def cmd_predict(args, h) -> int:
     run = h.get_run(args.run)
-    cmd = ["predict", str(run.id), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
+    if args.text is not None and args.file:
+        raise TuituneError("give TEXT or --file, not both")
+    if args.text is None:
+        return _predict_many(args, run)
+    if not args.text.strip():
+        raise TuituneError("text is empty: type a sentence")
+    cmd = ["predict", str(run.id), args.text] + (["--top-k", str(args.top_k)] if args.top_k is not None else [])
+    cmd += ["--base"] if args.base else []
     cmd += generation_argv(args)
     out = _engine(cmd)
     if args.json:
         _print_json(out)
         return 0
+    _print_answer(out)
+    return 0
+
+
+def _print_answer(out: dict) -> None:
     if "generated" in out:
         print(out["generated"])
-        return 0
+        return
     for i, p in enumerate(out["predictions"], 1):
         name = p.get("token_str", p.get("label"))
         bar = "█" * int(round(p["score"] * 30))
         print(f"{i:2d}. {name:<20s} {p['score']:.4f} {bar}")
-    return 0
+
+
+def _inputs(args):
+    """The inputs of `predict` without TEXT: the lines of --file, or of stdin (with a `> ` prompt on a terminal)."""
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except OSError as err:
+            raise TuituneError(f"cannot read --file {args.file}: {err.strerror or err}") from None
+        yield from lines
+        return
+    tty = sys.stdin.isatty()
+    while True:
+        if tty:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            if tty:
+                sys.stderr.write("\n")
+            return
+        yield line.rstrip("\n")
+
+
+def _predict_many(args, run: RunRecord) -> int:
+    """Answer inputs one by one from a single engine process (`serve`), so the model loads once.
+    A bad line gets its own one-line error and the rest are still answered (exit code 2 at the end)."""
+    from tuitune.generation import generation_kwargs
+    from tuitune.predict_client import PredictClient
+
+    if run.model_dir is None or not (run.model_dir / "tuitune.json").exists():
+        raise TuituneError(f"run {run.id} has no saved model (status {run.status}): predict needs a completed run")
+    options = generation_kwargs(args)
+    stream = not args.json and sys.stdout.isatty()
+    failed = False
+    client = PredictClient(run.id)
+    try:
+        for text in _inputs(args):
+            if not text.strip():
+                continue
+            streamed: list[str] = []
+
+            def on_token(piece: str) -> None:
+                streamed.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
+            try:
+                out = client.ask(text, top_k=args.top_k, base=args.base, on_token=on_token if stream else None,
+                                 **options)
+            except TuituneError as err:
+                if str(err).startswith("the predict engine"):
+                    raise
+                failed = True
+                if args.json:
+                    print(json.dumps({"text": text, "error": str(err)}), flush=True)
+                else:
+                    print(f"tuitune: error: {err}", file=sys.stderr, flush=True)
+                continue
+            if args.json:
+                out.pop("done", None)
+                out.pop("id", None)
+                print(json.dumps(out), flush=True)
+            elif streamed:
+                print(flush=True)
+            else:
+                _print_answer(out)
+                sys.stdout.flush()
+    finally:
+        client.close()
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_merge(args, h) -> int:
