@@ -54,24 +54,23 @@ def test_predict_reads_stdin_line_by_line_with_the_model_loaded_once(mlm_run, mo
         assert o["predictions"][0]["score"] == pytest.approx(expected[0]["score"], abs=1e-5)
 
 
-def test_predict_file_with_the_real_cli(mlm_run, tmp_path):
+def test_predict_file_with_the_real_cli(mlm_run, tmp_path, monkeypatch):
     import os
+
+    from tuitune.engine.predict import Predictor
 
     home, run_id = mlm_run
     inputs = tmp_path / "inputs.txt"
     inputs.write_text("the film was [MASK]\nthe [MASK] was boring\n", encoding="utf-8")
     env = dict(os.environ, TUITUNE_HOME=str(home))
-    js = subprocess.run(tuitune_cmd() + ["predict", str(run_id), "--file", str(inputs), "--json"],
-                        capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    assert js.returncode == 0, js.stderr
-    answers = [json.loads(x) for x in js.stdout.splitlines()]
-    assert [a["text"] for a in answers] == ["the film was [MASK]", "the [MASK] was boring"]
-    assert all(len(a["predictions"]) == 5 for a in answers)
     plain = subprocess.run(tuitune_cmd() + ["predict", str(run_id), "--file", str(inputs)],
                            capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert plain.returncode == 0, plain.stderr
     ranked = [ln.split()[1] for ln in plain.stdout.splitlines() if ln.strip()[:2].rstrip(".").isdigit()]
-    assert ranked == [p["token_str"] for a in answers for p in a["predictions"]]
+    monkeypatch.setenv("TUITUNE_HOME", str(home))
+    pred = Predictor.for_run(run_id)
+    assert ranked == [p["token_str"] for t in ("the film was [MASK]", "the [MASK] was boring")
+                      for p in pred.predict(t)["predictions"]]
     missing = subprocess.run(tuitune_cmd() + ["predict", str(run_id), "--file", str(tmp_path / "nope.txt")],
                              capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1

@@ -47,7 +47,7 @@ async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
 
 def test_ui_imports_no_torch():
     code = ("import sys, tuitune.app, tuitune.cli, tuitune.screens.runs, tuitune.screens.wizard, "
-            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.dialogs, "
+            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.chat, tuitune.screens.dialogs, "
             "tuitune.screens.messages, tuitune.formatting, tuitune.records, tuitune.runstore, tuitune.model_info, "
             "tuitune.dataset_info, tuitune.predict_client, tuitune.presets\n"
             "heavy = [m for m in ('torch','transformers','peft','trl','datasets','bitsandbytes') if m in sys.modules]\n"

@@ -78,6 +78,22 @@ class TuituneApp(App):
 
     @on(messages.PredictRun)
     def predict_run(self, message: messages.PredictRun) -> None:
+        """Labels and fill-mask: the as-you-type Predict screen; causal LMs (SFT/DPO): the chat."""
+        from tuitune.tasks import TASKS
+
+        try:
+            task = self.store.run(message.run_id).task
+        except Exception as err:  # the run was deleted meanwhile, or the history is busy
+            from tuitune.screens.base import explain
+
+            self.show_error(explain(err))
+            return
+        spec = TASKS.get(task or "")
+        if spec is not None and spec.predicts == "generation":
+            from tuitune.screens.chat import ChatScreen
+
+            self.push_screen(ChatScreen(message.run_id))
+            return
         from tuitune.screens.predict import PredictScreen
 
         self.push_screen(PredictScreen(message.run_id))
