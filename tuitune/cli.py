@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="folder to write into (created if missing)")
     ex.add_argument("--format", choices=["csv", "json"], default="csv")
 
+    cmp_ = sub.add_parser("compare", parents=[common],
+                          help="runs side by side: main metric before → after, per-class F1, time, memory, "
+                               "trainable share, config differences")
+    cmp_.add_argument("runs", nargs="+", metavar="RUN")
+
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
 
     pr = sub.add_parser("predict", parents=[common],
@@ -330,6 +335,23 @@ def _predict_many(args, run: RunRecord) -> int:
     return EXIT_ERROR if failed else 0
 
 
+def cmd_compare(args, h) -> int:
+    from tuitune.compare import compare, format_table, table_rows
+
+    data = compare(h, args.runs)
+    if args.json:
+        _print_json(data)
+        return 0
+    print(format_table(table_rows(data)))
+    if data["config_diff"]:
+        print("\nconfig differences:")
+        rows = [[d["key"]] + [short(str(v), 24) for v in d["values"]] for d in data["config_diff"]]
+        print(format_table([["field"] + [f"run {r['id']}" for r in data["runs"]]] + rows))
+    else:
+        print("\nconfigs are identical")
+    return 0
+
+
 def cmd_merge(args, h) -> int:
     run = h.get_run(args.run)
     out = _engine(["merge", str(run.id)] + (["--out", args.out] if args.out else []))
@@ -461,7 +483,7 @@ def _print_final(s: dict) -> None:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
+            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "compare": cmd_compare, "merge": cmd_merge,
             "config": cmd_config, "export": cmd_export}
 
 
