@@ -15,7 +15,7 @@ from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
@@ -318,39 +318,29 @@ class MonitorScreen(BaseScreen):
         self.post_message(messages.PredictRun(self.run_id))
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
-    flat = [flatten(c) for c in configs]
-    keys = sorted(set().union(*flat))
-    return [(k, [f.get(k) for f in flat]) for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
-
-
 class CompareScreen(BaseScreen):
-    """Two or more runs: loss curves overlaid, and the config fields where they differ."""
+    """Two or more runs: the trade-off table (`tuitune.compare`, the same as `tuitune compare`), the
+    curves overlaid with the x-axis as step, epoch or wall time, and the config differences."""
 
-    BINDINGS = [Binding("escape,q", "leave", "Back"), Binding("e", "toggle_eval", "Train/eval loss")]
+    BINDINGS = [Binding("escape,q", "leave", "Back"), Binding("x", "x_axis", "x: step/epoch/time"),
+                Binding("e", "toggle_eval", "Train/eval loss")]
 
     def __init__(self, run_ids: list[int]):
         super().__init__()
         self.run_ids = run_ids
-        self.data: list[tuple[RunRecord, RunTimeline]] = []
+        self.data: Optional[dict[str, Any]] = None  # tuitune.compare.compare()
+        self.metrics: dict[int, list[dict[str, Any]]] = {}
+        self.starts: dict[int, Optional[int]] = {}
         self.key = "train/loss"
+        self.x = "step"
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}", id="cmp-title")
-        yield PlotextPlot(id="cmp-chart")
-        yield Static("", id="cmp-diff", markup=False)
+        with VerticalScroll(id="cmp-body"):
+            yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}: loading…", id="cmp-table",
+                         markup=False)
+            yield PlotextPlot(id="cmp-chart")
+            yield Static("", id="cmp-diff", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -358,30 +348,47 @@ class CompareScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _load(self) -> None:
-        store = self.tuitune.store
-        out = []
-        for rid in self.run_ids:
-            tl = RunTimeline()
-            tl.add_metrics(store.metrics(rid))
-            out.append((store.run(rid), tl))
-        self.app.call_from_thread(self._show, out)
+        from tuitune.compare import compare
 
-    def _show(self, data) -> None:
-        self.data = data
+        store = self.tuitune.store
+        data = compare(store.h, self.run_ids)
+        metrics = {rid: store.metrics(rid) for rid in self.run_ids}
+        starts = {rid: store.run(rid).started_at for rid in self.run_ids}
+        self.app.call_from_thread(self._show, data, metrics, starts)
+
+    def _show(self, data, metrics, starts) -> None:
+        self.data, self.metrics, self.starts = data, metrics, starts
         self._draw()
 
     def _draw(self) -> None:
+        from tuitune.compare import curve, format_table, table_rows
+
+        if self.data is None:
+            return
+        width = max(40, self.size.width - 2)
+        self.query_one("#cmp-table", Static).update(format_table(table_rows(self.data), width=width))
         lines = []
-        for run, tl in self.data:
-            xs, ys = tl.series.get(self.key, ([], []))
-            lines.append((f"{run.id} {run.method}", list(xs), list(ys)))
-        draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=self.key)
-        diff = config_diff([run.config for run, _ in self.data])
-        head = "config differences:" if diff else "configs are identical"
-        rows = [f"  {k:34s} " + "  |  ".join(short(str(v), 18) for v in vals) for k, vals in diff[:12]]
-        if len(diff) > 12:
-            rows.append(f"  … {len(diff) - 12} more")
-        self.query_one("#cmp-diff", Static).update("\n".join([head] + rows))
+        for r in self.data["runs"]:
+            xs, ys = curve(self.metrics.get(r["id"], []), self.key, self.x, start_ms=self.starts.get(r["id"]))
+            lines.append((f"{r['id']} {r['method']}", xs, ys))
+        x_name = {"step": "step", "epoch": "epoch", "time": "seconds"}[self.x]
+        draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=f"{self.key} by {x_name} (x: change)")
+        diff = self.data["config_diff"]
+        if not diff:
+            self.query_one("#cmp-diff", Static).update("configs are identical")
+            return
+        rows = [["config differences"] + [f"run {r['id']}" for r in self.data["runs"]]]
+        rows += [[d["key"]] + [str(v) for v in d["values"]] for d in diff]
+        self.query_one("#cmp-diff", Static).update(format_table(rows, width=width, label_max=width // 2))
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def action_x_axis(self) -> None:
+        from tuitune.compare import X_AXES
+
+        self.x = X_AXES[(X_AXES.index(self.x) + 1) % len(X_AXES)]
+        self._draw()
 
     def action_toggle_eval(self) -> None:
         self.key = "eval/loss" if self.key == "train/loss" else "train/loss"

@@ -114,7 +114,9 @@ def compare(h, run_ids: list) -> dict[str, Any]:
 def _num(v: Optional[float]) -> str:
     if v is None:
         return NONE
-    return f"{v:.4g}" if abs(v) >= 1000 else f"{v:.3f}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if abs(v) >= 100 else f"{v:.3f}"
 
 
 def _change(before: Optional[float], after: Optional[float]) -> str:
@@ -158,12 +160,13 @@ def table_rows(data: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-def format_table(rows: list[list[str]], width: Optional[int] = None) -> str:
-    """Columns padded to fit; with `width`, cells are cut (…) so each line fits in it."""
+def format_table(rows: list[list[str]], width: Optional[int] = None, label_max: int = 16) -> str:
+    """Columns padded to fit; with `width`, cells are cut (…) so each line fits in it (the first
+    column to at most `label_max` characters)."""
     n = max(len(r) for r in rows)
     widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(n)]
     if width is not None:
-        label_w = min(widths[0], 16)
+        label_w = min(widths[0], label_max)
         room = max(8, (width - label_w - 2 * (n - 1)) // max(1, n - 1))
         widths = [label_w] + [min(w, room) for w in widths[1:]]
 
