@@ -200,11 +200,14 @@ class Predictor:
             raise TuituneError(f"text has no [MASK]: write e.g. \"This is a [MASK] movie!\"")
         enc = tok(masked, return_tensors="pt", truncation=True).to(self._device())
         positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
-        with torch.no_grad():
-            logits = self.model(**enc).logits[0]
+        if not positions:
+            raise TuituneError("the [MASK] was cut off by truncation: put it earlier or shorten the text")
+        keep = [pos + self.n_virtual for pos in positions]
+        with torch.inference_mode():
+            logits = self.model(**enc).logits[0, keep]
         masks = []
-        for pos in positions:
-            probs = logits[pos + self.n_virtual].float().softmax(-1)
+        for row in logits:
+            probs = row.float().softmax(-1)
             scores, ids = probs.topk(min(top_k, probs.numel()))
             masks.append([
                 {"token": int(i), "token_str": tok.decode([int(i)]).strip(), "score": float(s)}
@@ -216,7 +219,7 @@ class Predictor:
         import torch
 
         enc = self.tokenizer(text, return_tensors="pt", truncation=True).to(self._device())
-        with torch.no_grad():
+        with torch.inference_mode():
             probs = self.model(**enc).logits[0].float().softmax(-1).tolist()
         names = self.meta.get("label_names") or [str(i) for i in range(len(probs))]
         ranked = sorted(({"label": names[i] if i < len(names) else str(i), "score": p}
