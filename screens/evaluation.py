@@ -170,7 +170,9 @@ class EvaluationScreen(BaseScreen):
             self.query_one("#ev-cell", Static).update(self._no_report_text(e))
             return
         labels, matrix = cm["labels"], cm["matrix"]
-        width = max(4, len(str(max((max(r) for r in matrix), default=0))))
+        # as wide as 80 columns allow (10 labels: 4 characters each), never narrower than the counts
+        digits = len(str(max((max(r) for r in matrix), default=0)))
+        width = max(digits, min(12, (78 - LABEL_W - 2) // max(1, len(labels)) - 2))
         table.add_column("true \\ pred", key="true", width=LABEL_W)
         for j, lab in enumerate(labels):
             table.add_column(head(lab, width), key=f"p{j}", width=width)
