@@ -59,6 +59,7 @@ class TaskSpec:
     unsupported_methods: frozenset[str] = field(default_factory=frozenset)
     default_probes: tuple[str, ...] = ()  # inputs answered at every evaluation unless evaluation.probes says
     class_report: bool = False  # evaluations store per-class precision/recall/F1, the confusion matrix, errors
+    pairs: bool = False  # each example is two sequences (DPO: chosen and rejected)
 
     @property
     def main_metric(self) -> str:
@@ -96,7 +97,7 @@ TASKS: dict[str, TaskSpec] = {t.name: t for t in (
              head_modules=("cls", "lm_head", "vocab_projector", "vocab_transform", "vocab_layer_norm"),
              families=("encoder",), prompt_task_type="FEATURE_EXTRACTION", default_probes=_MLM_PROBES),
     TaskSpec("sft", {"loss": MINIMIZE, "perplexity": MINIMIZE, "mean_token_accuracy": MAXIMIZE}, **_CAUSAL),
-    TaskSpec("dpo", {"loss": MINIMIZE, "rewards/accuracies": MAXIMIZE, "rewards/margins": MAXIMIZE}, **_CAUSAL,
+    TaskSpec("dpo", {"loss": MINIMIZE, "rewards/accuracies": MAXIMIZE, "rewards/margins": MAXIMIZE}, **_CAUSAL, pairs=True,
              unsupported_methods=frozenset({"prompt_tuning", "prefix_tuning"})),
 )}
 
