@@ -186,3 +186,20 @@ def test_an_old_history_gains_the_new_tables_and_columns_and_keeps_its_runs(tmp_
     assert h.confusion(1, "final") is None and h.errors(1) == [] and h.probes(1) == []
     h.delete_run(1)
     assert h.list_runs() == []
+
+
+def test_memory_estimate_counts_its_parts_and_follows_method_batch_and_task():
+    from tuitune.model_info import inspect_model
+
+    info = inspect_model("demo:minilm")
+    full = info.estimate("full", 16, 128)
+    assert full["total"] == sum(v for k, v in full.items() if k != "total")
+    lora = info.estimate("lora", 16, 128)
+    assert lora["train_state"] < full["train_state"] and lora["weights"] == full["weights"]
+    assert info.estimate("full", 32, 128)["activations"] == 2 * full["activations"]
+    assert full["logits"] == 0 and info.estimate("full", 16, 128, task="mlm")["logits"] > 0
+    assert info.memory(16, 128)["full"] == full["total"]
+    llm = inspect_model("demo:smollm2")
+    sft, dpo = llm.estimate("lora", 4, 128, task="sft"), llm.estimate("lora", 4, 128, task="dpo")
+    assert dpo["activations"] == 2 * sft["activations"]  # chosen and rejected
+    assert llm.estimate("qlora", 4, 128, task="sft", load_in="4bit")["weights"] < sft["weights"]
