@@ -3,7 +3,7 @@
     python bench/memory_estimate.py [--presets a,b,...] [--steps 5] [--llm-steps 1] [--skip-llm]
 
 Runs each demo preset shortened (`training.max_steps` = --steps, 1 for the SmolLM2 ones by default;
-no baseline evaluation, 64 evaluation rows, no probes, CPU) through the real CLI in a fresh
+256 training rows, no baseline evaluation, 64 evaluation rows, no probes, CPU) through the real CLI in a fresh
 TUITUNE_HOME, reads the peak resident memory the engine recorded for the run
 (`tuitune show --json` → peak_ram_bytes), and prints it beside `ModelInfo.estimate()` for the
 preset's method, batch and length, with the estimate's parts. Presets that need the hub (IMDB,
@@ -34,6 +34,7 @@ def measure(preset: str, steps: int, home: str) -> tuple[int | None, float, str]
                           "--set", f"training.max_steps={steps}", "--set", "training.use_cpu=true",
                           "--set", "evaluation.baseline=false", "--set", "evaluation.on_test=false",
                           "--set", "evaluation.probes=[]", "--set", "data.max_eval_samples=64",
+                          "--set", "data.max_train_samples=256",
                           "--set", f"training.eval_steps={steps}", "--set", f"training.logging_steps={steps}"],
                          capture_output=True, text=True, env=env)
     took = time.perf_counter() - t
@@ -41,8 +42,8 @@ def measure(preset: str, steps: int, home: str) -> tuple[int | None, float, str]
         summary = json.loads(out.stdout)
     except ValueError:
         return None, took, (out.stderr.strip().splitlines() or ["no output"])[-1]
-    if summary.get("status") != "completed":
-        return None, took, summary.get("error") or summary.get("status") or "?"
+    if summary.get("status") != "completed" or not summary.get("peak_ram_bytes"):
+        return None, took, f"status {summary.get('status')}, error {summary.get('error')}, log {summary.get('log')}"
     return summary.get("peak_ram_bytes"), took, ""
 
 
