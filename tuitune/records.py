@@ -1,8 +1,9 @@
 """Typed records of the history: a run (`RunRecord`) and an evaluation (`EvalRecord`).
 
-`History` builds them from its rows; the CLI, the UI and the export read attributes. `to_json()`
-gives the JSON shape scripts see (`tuitune show --json` and friends), the table's own column names.
-`record["key"]` and `record.get("key")` still work for callers not yet moved to attributes.
+`History` builds them from its rows; the CLI, the UI and the export read attributes.
+`RunRecord.to_json()` is the run as the export writes it, under the table's own column names.
+`record["key"]` and `record.get("key")` still work for callers not yet moved to attributes
+(the engine and its tests); new code reads attributes.
 """
 
 from __future__ import annotations
@@ -106,6 +107,3 @@ class EvalRecord(_Keyed):
         d = dict(row)
         return cls(run_id=d["run_id"], phase=d["phase"], step=d["step"], time=d["time"],
                    metrics=json.loads(d["metrics"]) if isinstance(d["metrics"], str) else dict(d["metrics"]))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "step": self.step, "time": self.time, "metrics": self.metrics}
