@@ -215,8 +215,6 @@ class Run:
         finally:
             if sampler is not None:
                 sampler.halt()
-            if self.main:
-                self._record_resources()
             if self.node_main and code == 0:
                 h.set_status(self.run_id, "stopped" if self.stop else "completed")
 
@@ -241,6 +239,8 @@ class Run:
     def _fail(self, message: str) -> int:
         print(f"tuitune: run {self.run_id} failed: {message}", file=sys.stderr, flush=True)
         if self.main or self.node_main:
+            if self.main:
+                self._record_resources()
             self.h.set_status(self.run_id, "failed", error=message)
         return 1
 
@@ -290,6 +290,7 @@ class Run:
 
         if self.stop:
             if self.main:
+                self._record_resources()  # before the status: whoever waits for the end reads them
                 h.set_status(self.run_id, "stopped",
                              error=f"stopped at step {self.trainer.state.global_step} ({self.stop.reason}); "
                                    f"`tuitune resume {self.run_id}` continues")
@@ -302,6 +303,7 @@ class Run:
         if self.main:
             key = f"eval_{self.task.main_metric}"
             h.update_run(self.run_id, main_value=final.get(key))
+            self._record_resources()  # before the status: whoever waits for the end reads them
             h.set_status(self.run_id, "completed")
         return 0
 
