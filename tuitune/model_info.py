@@ -58,7 +58,9 @@ class ModelInfo:
         - train state: gradients and AdamW's two moments of what trains, 12 B/param (full: all;
           adapters and the selective methods: ~1 %);
         - activations: what backward keeps per layer, ≈ batch·length·(ACT_PER_HIDDEN·hidden +
-          ACT_PER_HEAD·heads·length) bytes (the second term: attention scores), times layers;
+          ACT_PER_HEAD·heads·length) bytes (the second term: attention scores), times layers (one
+          layer for last_layer, which backpropagates through none); `length` is data.max_length, so
+          data shorter than that (padding is to the longest row of a batch) needs less;
         - logits: a language-model head's batch·length·vocab fp32 logits, LOGIT_COPIES copies
           (logits, softmax, gradient); DPO doubles the batch (chosen and rejected).
         Not counted: a GPU (this is host memory), other processes (DDP: each its own).
@@ -71,7 +73,8 @@ class ModelInfo:
         weights = int((0.7 if load_in == "4bit" else 1.0 if load_in == "8bit" else 4.0) * p)
         state = 12 * p if full else int(12 * 0.01 * p)
         seqs = batch * (2 if spec is not None and spec.pairs else 1)
-        act = seqs * length * (ACT_PER_HIDDEN * h + ACT_PER_HEAD * heads * length) * L
+        # training only the head backpropagates through nothing: one layer's activations live at a time
+        act = seqs * length * (ACT_PER_HIDDEN * h + ACT_PER_HEAD * heads * length) * (1 if method == "last_layer" else L)
         logits = seqs * length * (self.vocab or 0) * 4 * LOGIT_COPIES if spec is not None and spec.predicts != "labels" else 0
         parts = {"runtime": RUNTIME_BYTES, "weights": weights, "train_state": state, "activations": act,
                  "logits": logits}
@@ -80,9 +83,9 @@ class ModelInfo:
 
 
 # Calibration of `ModelInfo.estimate` (bench/memory_estimate.py prints estimate vs measured peak).
-RUNTIME_BYTES = 900 * 2**20
-ACT_PER_HIDDEN = 68  # bytes per hidden unit per token per layer (fp32; Korthikanti et al.'s 34 at 16 bit)
-ACT_PER_HEAD = 12  # bytes per attention score per head (scores, softmax, dropout mask), fp32
+RUNTIME_BYTES = 650 * 2**20  # MiniLM last_layer (almost nothing else) peaked at 839 MiB
+ACT_PER_HIDDEN = 88  # bytes per hidden unit per token per layer (fp32: Korthikanti et al.'s 34 B at 16 bit,
+ACT_PER_HEAD = 16  # doubled, and per attention score per head), scaled ×1.3 to the measured MiniLM peaks
 LOGIT_COPIES = 3
 
 
