@@ -37,7 +37,7 @@ def launch(tuitune: str, preset: str, home: str) -> None:
     env = {**os.environ, "TUITUNE_HOME": home, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     subprocess.run([tuitune, "run", preset, "--json", "--set", "training.max_steps=1",
                     "--set", "training.use_cpu=true", "--set", "evaluation.on_test=false"],
-                   capture_output=True, text=True, env=env, check=True)
+                   capture_output=True, text=True, env=env, check=True, cwd=home)  # cwd: no checkout shadows the install
 
 
 def timestamps(home: str) -> dict[str, float]:

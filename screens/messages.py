@@ -4,7 +4,7 @@ no screen imports another screen to open it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from textual.message import Message
 
@@ -26,6 +26,14 @@ class NewRun(Message):
 @dataclass
 class PickPreset(Message):
     """Choose a preset; its config opens in the wizard."""
+
+
+@dataclass
+class OpenEvaluation(Message):
+    """A run's evaluations in depth: confusion matrix, per-class F1, errors, probes."""
+
+    run_id: int
+    step: Optional[int] = None  # the evaluation at or before this step (None: the latest)
 
 
 @dataclass

@@ -140,6 +140,7 @@ class MonitorScreen(BaseScreen):
         Binding("home", "scrub_to(0)", "first", show=False),
         Binding("end", "follow", "Latest"),
         Binding("i", "predict", "Predict"),
+        Binding("v", "evaluation", "Eval detail"),
     ]
 
     def __init__(self, run_id: int):
@@ -310,6 +311,10 @@ class MonitorScreen(BaseScreen):
     def _stop(self) -> None:
         self.tuitune.store.stop(self.run_id)
         self.app.call_from_thread(self.notify, f"run {self.run_id}: stop requested")
+
+    def action_evaluation(self) -> None:
+        """The evaluations in depth, at the step shown (live: the latest)."""
+        self.post_message(messages.OpenEvaluation(self.run_id, self._step()))
 
     def action_predict(self) -> None:
         if self._status() != "completed":

@@ -18,7 +18,7 @@ from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
@@ -148,7 +148,7 @@ class ModelScreen(BaseScreen):
         d = draft_of(self.tuitune)
         batch = int(d["training"].get("per_device_train_batch_size", 16))
         length = int(d["data"].get("max_length", 128))
-        mem = info.memory(batch, length)
+        mem = info.memory(batch, length, task=d.get("task") or "classification")
         lines = [
             f"[b]{escape(info.name)}[/b]  ({info.source})",
             f"architecture  {info.architecture}",
@@ -156,7 +156,7 @@ class ModelScreen(BaseScreen):
             f"size on disk  {fmt_bytes(info.size_bytes)}",
             f"layers×hidden {info.layers or '?'}×{info.hidden or '?'}  vocab {fmt_count(info.vocab)}",
             f"tasks         {', '.join(info.tasks)}",
-            f"memory (batch {batch}, length {length}, rough):",
+            f"peak RAM on CPU (batch {batch}, length {length}):",
             f"  full {fmt_bytes(mem['full'])} · LoRA {fmt_bytes(mem['lora'])}",
             f"  QLoRA {fmt_bytes(mem['qlora'])}",
         ]

@@ -117,9 +117,12 @@ def test_final_evaluation_reuses_the_last_periodic_one(tiny_bert, tiny_csv):
     assert run["main_metric"] == "f1" and run["main_value"] == pytest.approx(final["metrics"]["eval_f1"])
 
 
-def test_final_evaluation_runs_when_training_ends_between_evaluations(tiny_bert, tiny_csv):
-    h, run_id = _run(tiny_bert, tiny_csv, max_steps=5, eval_steps=3)
+def test_final_evaluation_runs_again_when_the_best_checkpoint_was_restored(tiny_bert, tiny_csv):
+    """A learning rate too small to change accuracy: step 3's checkpoint stays the best (a tie is
+    not better), Trainer restores it at the end, and those weights are evaluated afresh."""
+    h, run_id = _run(tiny_bert, tiny_csv, max_steps=6, eval_steps=3, learning_rate=1e-12,
+                     early_stopping_patience=5)
     [final] = h.evaluations(run_id, "final")
-    assert final["step"] == 5 and final["metrics"] != h.evaluations(run_id, "eval")[-1]["metrics"]
-    assert len(h.metrics(run_id, "eval/runtime")) == 3  # baseline, step 3, final
+    assert final["metrics"] != h.evaluations(run_id, "eval")[-1]["metrics"]
+    assert len(h.metrics(run_id, "eval/runtime")) == 4  # baseline, step 3, step 6, final
     assert "final_reused" not in {e["kind"] for e in h.events(run_id)}

@@ -98,6 +98,12 @@ class TuituneApp(App):
 
         self.push_screen(PredictScreen(message.run_id))
 
+    @on(messages.OpenEvaluation)
+    def open_evaluation(self, message: messages.OpenEvaluation) -> None:
+        from tuitune.screens.evaluation import EvaluationScreen
+
+        self.push_screen(EvaluationScreen(message.run_id, message.step))
+
     @on(messages.CompareRuns)
     def compare_runs(self, message: messages.CompareRuns) -> None:
         from tuitune.screens.monitor import CompareScreen

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuitune.errors import TuituneError
-from tuitune.formatting import eta_seconds, fmt_clock, fmt_duration, fmt_metric, fmt_time, real_metrics, short
+from tuitune.formatting import (eta_seconds, f1_changes, fmt_change, fmt_clock, fmt_duration, fmt_metric,
+                                 fmt_resources, fmt_time, probe_timeline, real_metrics, resources, short)
 from tuitune.generation import add_generation_flags, generation_argv
 from tuitune.records import STATUSES, RunRecord
 
@@ -60,6 +61,13 @@ def _parser() -> argparse.ArgumentParser:
             c.add_argument("--yes", action="store_true", help="do not ask")
         if name == "merge":
             c.add_argument("--out", help="folder for the merged model (default runs/<id>/merged)")
+
+    er = sub.add_parser("errors", parents=[common],
+                        help="the misclassified evaluation rows of a classification run (after its final evaluation)")
+    er.add_argument("run", metavar="RUN")
+    er.add_argument("--true", dest="true_label", metavar="LABEL", help="only rows of this true label")
+    er.add_argument("--pred", dest="pred_label", metavar="LABEL", help="only rows predicted as this label")
+    er.add_argument("--limit", type=int, default=50, help="rows to print (text output; --json prints all)")
 
     ex = sub.add_parser("export", parents=[common], help="write a run's metrics, evaluations and events to files")
     ex.add_argument("run", metavar="RUN")
@@ -116,6 +124,17 @@ def run_summary(h, run: RunRecord) -> dict[str, Any]:
         "error": run.error, "pid": run.pid,
         "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
         "run_dir": run.run_dir, "model_dir": _str(run.model_dir), "log": _str(run.log_path),
+        **resources(run),
+    }
+
+
+def evaluation_depth(h, run: RunRecord) -> dict[str, Any]:
+    """What `tuitune show --json` adds: per-class reports, confusion matrices, probe answers."""
+    return {
+        "class_report": [{"phase": p, "step": st, "classes": r} for p, st, r in h.class_report(run.id)],
+        "confusion": h.confusions(run.id),
+        "errors_stored": len(h.errors(run.id)),
+        "probes": h.probes(run.id),
     }
 
 
@@ -165,6 +184,7 @@ def cmd_show(args, h) -> int:
     run = h.get_run(args.run)
     summary = run_summary(h, run)
     if args.json:
+        summary.update(evaluation_depth(h, run))
         summary["config"] = run.config
         _print_json(summary)
         return 0
@@ -183,9 +203,63 @@ def cmd_show(args, h) -> int:
     if summary["latest"] and run.live:
         shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
+    if not run.live and run.started_at:
+        print(f"  cost     {fmt_resources(run)}")
+    _print_depth(h, run)
     print(f"  run dir  {run.run_dir}\n  log      {summary['log']}")
     print("config:")
     print("  " + yaml.safe_dump(run.config, sort_keys=False).replace("\n", "\n  ").rstrip())
+    return 0
+
+
+def _print_depth(h, run: RunRecord) -> None:
+    """Per-class F1 baseline → final, the final confusion matrix, and the probes step by step."""
+    reports = h.class_report(run.id)
+    if reports:
+        final = next((r for p, _, r in reversed(reports) if p == "final"), reports[-1][2])
+        rows = [[lab, f"{final[lab]['precision']:.3f}", f"{final[lab]['recall']:.3f}", fmt_change(b, a), sup]
+                for lab, b, a, sup in f1_changes(reports)]
+        print("per class (precision, recall at the end; F1 baseline → end):")
+        print("  " + _table(rows, ["label", "precision", "recall", "F1", "support"]).replace("\n", "\n  "))
+    for phase in ("final", "test"):
+        cm = h.confusion(run.id, phase)
+        if cm:
+            labels = [short(lab, 10) for lab in cm["labels"]]
+            rows = [[lab] + [str(v) for v in row] for lab, row in zip(labels, cm["matrix"])]
+            print(f"confusion matrix, {phase} @ step {cm['step']} (rows: true, columns: predicted):")
+            print("  " + _table(rows, ["true \\ pred"] + labels).replace("\n", "\n  "))
+            if phase == "final":
+                n = len(h.errors(run.id))
+                print(f"  {n} misclassified rows stored: `tuitune errors {run.id}`")
+    for text, answers in probe_timeline(h.probes(run.id)):
+        print(f"probe {short(text, 60)!r}:")
+        for phase, step, answer in answers:
+            print(f"  {phase:8s} @{step:<6d} {short(answer.replace(chr(10), ' '), 60)}")
+
+
+def cmd_errors(args, h) -> int:
+    run = h.get_run(args.run)
+    from tuitune.tasks import TASKS
+
+    spec = TASKS.get(run.task or "")
+    if spec is None or not spec.class_report:
+        raise TuituneError(f"run {run.id} is a {run.task} run: errors are kept for classification runs "
+                           "(true vs predicted labels); `tuitune show` has its probes")
+    rows = h.errors(run.id, true_label=args.true_label, pred_label=args.pred_label)
+    if not rows and h.confusion(run.id, "final") is None:
+        raise TuituneError(f"run {run.id} ({run.status}) has no final evaluation yet: errors are stored after it")
+    if args.json:
+        _print_json([{k: r[k] for k in ("row", "true_label", "pred_label", "confidence", "text")} for r in rows])
+        return 0
+    if not rows:
+        print("no misclassified rows" + (" in that cell" if args.true_label or args.pred_label else ""))
+        return 0
+    shown = rows[:max(1, args.limit)]
+    print(_table([[r["row"], short(r["true_label"], 14), short(r["pred_label"], 14), f"{r['confidence']:.3f}",
+                   (r["text"] or "").replace("\n", " ")[:70]] for r in shown],
+                 ["row", "true", "predicted", "conf", "text"]))
+    if len(rows) > len(shown):
+        print(f"… {len(rows) - len(shown)} more (--limit, --json)")
     return 0
 
 
@@ -483,8 +557,8 @@ def _print_final(s: dict) -> None:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "compare": cmd_compare, "merge": cmd_merge,
-            "config": cmd_config, "export": cmd_export}
+            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "compare": cmd_compare,
+            "merge": cmd_merge, "config": cmd_config, "export": cmd_export, "errors": cmd_errors}
 
 
 def main(argv: Optional[list[str]] = None) -> int:

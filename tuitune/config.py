@@ -162,6 +162,18 @@ class TrainingConfig(_Part):
 class EvaluationConfig(_Part):
     baseline: bool = Field(True, description="Evaluate once before training so the gain is visible")
     on_test: bool = Field(True, description="Also evaluate on the test split when there is one")
+    probes: Optional[list[str]] = Field(
+        None, description="Inputs answered at the baseline, every evaluation and the end (None: the task's "
+                          "defaults; []: none). Masked LM: each holds [MASK] or <mask>")
+    probe_max_new_tokens: int = Field(24, gt=0, le=512, description="SFT/DPO probes: greedy answer length")
+    max_errors: int = Field(200, ge=0, description="Misclassified evaluation rows kept after the final evaluation")
+
+    @field_validator("probes")
+    @classmethod
+    def _probes(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and any(not isinstance(p, str) or not p.strip() for p in v):
+            raise ValueError("evaluation.probes must be non-empty texts")
+        return v
 
 
 class RunConfig(_Part):
@@ -189,6 +201,7 @@ class RunConfig(_Part):
         if m.name not in self.spec.methods:
             raise ValueError(f"task {self.task} does not support method {m.name}: use one of {', '.join(self.spec.methods)}")
         self._check_metric()
+        self._check_probes()
         t = self.training
         if t.fsdp and t.processes < 2 and not t.launcher_args:
             raise ValueError("training.fsdp shards the model across processes: set training.processes > 1")
@@ -204,6 +217,20 @@ class RunConfig(_Part):
         if chosen is not None and chosen.removeprefix("eval_") not in self.spec.metrics:
             raise ValueError(f"training.metric_for_best_model {chosen!r} is not a metric task {self.task} reports: "
                              f"use one of {', '.join(self.spec.metrics)}")
+
+    def _check_probes(self) -> None:
+        if self.spec.predicts != "fill-mask":
+            return
+        for text in self.probe_inputs:
+            if not any(m in text for m in registry.MASK_SPELLINGS):
+                raise ValueError(f"evaluation.probes: {text[:60]!r} has no mask token: a masked-LM probe needs "
+                                 "[MASK] (or <mask>) where the model fills in a word")
+
+    @property
+    def probe_inputs(self) -> list[str]:
+        """The probes this run answers: evaluation.probes, or the task's defaults when unset."""
+        p = self.evaluation.probes
+        return list(self.spec.default_probes) if p is None else list(p)
 
     @property
     def spec(self) -> registry.TaskSpec:

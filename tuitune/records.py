@@ -1,8 +1,9 @@
 """Typed records of the history: a run (`RunRecord`) and an evaluation (`EvalRecord`).
 
-`History` builds them from its rows; the CLI, the UI and the export read attributes. `to_json()`
-gives the JSON shape scripts see (`tuitune show --json` and friends), the table's own column names.
-`record["key"]` and `record.get("key")` still work for callers not yet moved to attributes.
+`History` builds them from its rows; the CLI, the UI and the export read attributes.
+`RunRecord.to_json()` is the run as the export writes it, under the table's own column names.
+`record["key"]` and `record.get("key")` still work for callers not yet moved to attributes
+(the engine and its tests); new code reads attributes.
 """
 
 from __future__ import annotations
@@ -57,6 +58,14 @@ class RunRecord(_Keyed):
     total_params: Optional[int] = None
     error: Optional[str] = None
     stop_requested: int = 0
+    # what the run cost (filled when it ends): seconds from start to end and in `train()`, the
+    # engine process's peak resident memory, the peak GPU memory torch allocated (None without
+    # CUDA), and training tokens (non-padding) per second
+    wall_time_s: Optional[float] = None
+    train_time_s: Optional[float] = None
+    peak_ram_bytes: Optional[int] = None
+    peak_gpu_bytes: Optional[int] = None
+    tokens_per_s: Optional[float] = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RunRecord":
@@ -98,6 +107,3 @@ class EvalRecord(_Keyed):
         d = dict(row)
         return cls(run_id=d["run_id"], phase=d["phase"], step=d["step"], time=d["time"],
                    metrics=json.loads(d["metrics"]) if isinstance(d["metrics"], str) else dict(d["metrics"]))
-
-    def to_json(self) -> dict[str, Any]:
-        return {"phase": self.phase, "step": self.step, "time": self.time, "metrics": self.metrics}

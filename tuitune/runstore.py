@@ -46,6 +46,13 @@ class RunStore:
     def evaluations(self, run_id: int) -> list[EvalRecord]:
         return self.h.evaluations(run_id)
 
+    def evaluation_depth(self, run_id: int) -> dict[str, Any]:
+        """Per-class reports and confusion matrices of every evaluation, the final evaluation's
+        misclassified rows, and every probe answer (the Evaluation screen's one read)."""
+        h = self.h
+        return {"reports": h.class_report(run_id), "confusions": h.confusions(run_id),
+                "errors": h.errors(run_id), "probes": h.probes(run_id)}
+
     def system(self, run_id: int, after_time: int = 0) -> list[dict[str, Any]]:
         return self.h.system(run_id, after_time=after_time)
 
