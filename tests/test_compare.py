@@ -40,9 +40,23 @@ def seed_mlm_run() -> int:
     return rid
 
 
+def seed_class_reports(run_id: int) -> None:
+    """Per-class reports at the baseline and the end, and the resources the engine records."""
+    from tuitune.history import History
+
+    h = History()
+    labels = ["sport", "tech"]
+    for phase, step, f1 in (("baseline", 0, (0.2, 0.4)), ("eval", 20, (0.5, 0.6)), ("final", 60, (0.9, 0.8))):
+        report = {lab: {"precision": f, "recall": f, "f1": f, "support": 10} for lab, f in zip(labels, f1)}
+        h.log_class_report(run_id, phase, step, labels, report, [[5, 5], [5, 5]])
+    h.update_run(run_id, train_time_s=80.0, peak_ram_bytes=1800 << 20, tokens_per_s=1234.0)
+    h.close()
+
+
 def test_compare_runs_of_two_tasks_json_and_table(tuitune_home):
     ids = seed_history()
     mlm = seed_mlm_run()
+    seed_class_reports(ids["bbc-full"])
     out = subprocess.run(tuitune_cmd() + ["compare", str(ids["bbc-full"]), str(mlm), "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -51,6 +65,8 @@ def test_compare_runs_of_two_tasks_json_and_table(tuitune_home):
     assert (full["task"], full["main_metric"], full["baseline_value"], full["main_value"]) == \
         ("classification", "accuracy", 0.21, 0.95)
     assert full["trainable_pct"] == pytest.approx(100.0) and full["wall_time_s"] == pytest.approx(95.0)
+    assert full["per_class_f1"] == {"sport": {"baseline": 0.2, "final": 0.9}, "tech": {"baseline": 0.4, "final": 0.8}}
+    assert (full["train_time_s"], full["peak_ram_bytes"], full["tokens_per_s"]) == (80.0, 1800 << 20, 1234.0)
     assert (lm["task"], lm["main_metric"], lm["main_value"]) == ("mlm", "perplexity", 204.0)
     assert lm["trainable_pct"] == pytest.approx(1.0)
     assert lm["train_time_s"] == 12.5 and lm["tokens_per_s"] == pytest.approx(250.0)
@@ -65,6 +81,8 @@ def test_compare_runs_of_two_tasks_json_and_table(tuitune_home):
     assert "0.210 → 0.950" in rows["before → after"] and "49,425 → 204.0" in rows["before → after"]
     assert "100.00%" in rows["trainable"] and "1.32%" in rows["trainable"] and "1.00%" in rows["trainable"]
     assert rows["main metric"].split()[2:] == ["accuracy", "accuracy", "perplexity"]
+    assert rows["F1 sport"].split("  ", 1)[1].split() == ["0.200", "→", "0.900", "—", "—"]
+    assert "1.8 GB" in rows["peak RAM"] and "1m20s" in rows["train time"] and "12s" in rows["train time"]
     assert "training.learning_rate" in text.stdout
 
 
@@ -96,7 +114,8 @@ def test_curves_by_step_epoch_and_wall_time(tuitune_home):
 
 
 def test_compare_view_table_at_80x24(tuitune_home):
-    seed_history()
+    ids = seed_history()
+    seed_class_reports(ids["bbc-full"])
 
     async def go():
         app = make_app(poll_s=0.2)
@@ -115,7 +134,8 @@ def test_compare_view_table_at_80x24(tuitune_home):
             rows = {ln.split("  ")[0].strip(): ln for ln in lines}
             assert "0.210 → 0.950" in rows["before → after"] and "0.210 → 0.850" in rows["before → after"]
             assert "100.00%" in rows["trainable"] and "1.32%" in rows["trainable"]
-            assert "1m35s" in rows["wall time"] and "—" in rows["peak RAM"]
+            assert "1m35s" in rows["wall time"] and "1.8 GB" in rows["peak RAM"] and "—" in rows["peak RAM"]
+            assert "0.400 → 0.800" in rows["F1 tech"]
             assert "training.learning_rate" in str(scr.query_one("#cmp-diff").render())
             assert scr.x == "step"
             await pilot.press("x")
