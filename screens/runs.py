@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from textual import work
@@ -12,6 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import ConfirmDialog
+from tuitune.errors import TuituneError
 from tuitune.history import LIVE
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
@@ -166,8 +166,13 @@ class RunsScreen(BaseScreen):
             return
         from tuitune.screens.wizard import ModelScreen
 
-        cfg = copy.deepcopy(run["config"])
-        cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
+        from tuitune.config import clone_config
+
+        try:
+            cfg = clone_config(run["config"])
+        except TuituneError as err:
+            self.app.show_error(str(err))  # type: ignore[attr-defined]
+            return
         self.app.draft = cfg  # type: ignore[attr-defined]
         self.app.push_screen(ModelScreen())
 
