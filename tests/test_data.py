@@ -194,4 +194,4 @@ def test_preview_reads_through_the_engines_resolution(tmp_path):
     _write_csv(folder / "test.csv", _rows(6))
     info = ui_data.inspect_dataset(str(folder), "text", "label", validation_size=0.1)
     assert info.splits == {"train": 27, "validation": 3, "test": 6}
-    assert info.total == 30
+    assert info.total == 36 and info.label_counts == {"pos": 10, "neg": 10, "neu": 10}

@@ -418,7 +418,7 @@ def inspect_dataset(path: str, text_column: Optional[str] = None, label_column: 
     if not rows:
         raise TuituneError(f"dataset {path} has no rows")
     columns = list(rows[0].keys())
-    info = DatasetInfo(path=path, columns=columns, rows=rows[:preview], total=len(rows))
+    info = DatasetInfo(path=path, columns=columns, rows=rows[:preview], total=sum(len(r) for r in by_split.values()))
     if text_column and text_column not in columns:
         raise TuituneError(f"text column {text_column!r} not in dataset: columns are {', '.join(columns)}")
     if label_column and label_column not in columns:
