@@ -185,13 +185,13 @@ def test_second_run_reuses_the_tokenized_data(tuitune_home, tiny_bert, tiny_csv,
 
 
 def test_preview_reads_through_the_engines_resolution(tmp_path):
-    from tuitune import ui_data
+    from tuitune import dataset_info
 
-    chat = ui_data.inspect_dataset("demo:chat")
+    chat = dataset_info.inspect_dataset("demo:chat")
     assert chat.columns == ["messages"] and chat.total > 1000
     folder = tmp_path / "f"
     _write_csv(folder / "train.csv", _rows(30))
     _write_csv(folder / "test.csv", _rows(6))
-    info = ui_data.inspect_dataset(str(folder), "text", "label", validation_size=0.1)
+    info = dataset_info.inspect_dataset(str(folder), "text", "label", validation_size=0.1)
     assert info.splits == {"train": 27, "validation": 3, "test": 6}
     assert info.total == 36 and info.label_counts == {"pos": 10, "neg": 10, "neu": 10}
