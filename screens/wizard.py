@@ -25,6 +25,7 @@ from textual.widgets.option_list import Option
 
 from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
 from tuitune.formatting import fmt_bytes, fmt_count
+from tuitune.tasks import task_spec
 from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import AskDialog, PickDialog
@@ -321,8 +322,8 @@ class DatasetScreen(BaseScreen):
         if not text_col:
             err.update(f"pick the text column: columns are {', '.join(self.info.columns)}")
             return
-        if d.get("task") == "classification" and not label_col:
-            err.update(f"classification needs a label column: columns are {', '.join(self.info.columns)}")
+        if task_spec(d.get("task") or "classification").has_labels and not label_col:
+            err.update(f"{d.get('task') or 'classification'} needs a label column: columns are {', '.join(self.info.columns)}")
             return
         d["data"].update(path=path, text_column=text_col, label_column=label_col)
         self.app.push_screen(MethodScreen())
