@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -93,14 +94,7 @@ def warm(run_id: int, texts: list[str], n: int) -> dict:
             "mean": statistics.mean(times) * 1000, "cpu": statistics.median(cpu) * 1000}
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--n", type=int, default=100, help="warm answers timed per task")
-    ap.add_argument("--steps", type=int, default=2, help="training steps of each tiny run")
-    args = ap.parse_args()
-    home = tempfile.mkdtemp(prefix="tuitune-bench-predict-")
-    env = {**os.environ, "TUITUNE_HOME": home, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    os.environ.update(TUITUNE_HOME=home, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+def measure(args, env: dict) -> list[list[str]]:
     rows = []
     for task, preset, texts in (("classification", "bbc-news-minilm", SENTENCES), ("mask-fill", "minilm-mlm", MASKED)):
         print(f"training a {args.steps}-step {task} run on demo:minilm…", file=sys.stderr)
@@ -109,6 +103,21 @@ def main() -> int:
         w = warm(run_id, texts, args.n)
         rows.append([task, f"{cold:.1f} s", f"{w['first']:.1f} s", f"{w['p50']:.1f} ms", f"{w['p95']:.1f} ms",
                      f"{w['cpu']:.0f} ms", "yes" if w["p50"] <= TARGET_MS else "NO"])
+    return rows
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=100, help="warm answers timed per task")
+    ap.add_argument("--steps", type=int, default=2, help="training steps of each tiny run")
+    args = ap.parse_args()
+    home = tempfile.mkdtemp(prefix="tuitune-bench-predict-")
+    env = {**os.environ, "TUITUNE_HOME": home, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    os.environ.update(TUITUNE_HOME=home, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    try:
+        rows = measure(args, env)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
     head = ["task", "one-shot CLI call", "serve: 1st answer", "warm p50", "warm p95", "engine CPU/answer",
             f"p50 <= {TARGET_MS:.0f} ms"]
     widths = [max(len(str(r[i])) for r in rows + [head]) for i in range(len(head))]
