@@ -123,7 +123,8 @@ def main() -> int:
               mib(r["measured"]), f"{r['error_pct']:+.0f}%", mib(r["parts"]["runtime"]), mib(r["parts"]["weights"]),
               mib(r["parts"]["train_state"]), mib(r["parts"]["activations"]), mib(r["parts"]["logits"]),
               f"{r['mean_row_tokens']:.0f}" if r["mean_row_tokens"] else "?",
-              f"{mib(r['estimate_at_mean_length'])} ({100 * (r['estimate_at_mean_length'] - r['measured']) / r['measured']:+.0f}%)"]
+              f"{mib(r['estimate_at_mean_length'])} ({100 * (r['estimate_at_mean_length'] - r['measured']) / r['measured']:+.0f}%)"
+              if r["mean_row_tokens"] else "?"]
              for r in rows]
     widths = [max(len(x) for x in col) for col in zip(head, *table)]
     for line in [head, ["-" * w for w in widths], *table]:
