@@ -175,9 +175,10 @@ def cmd_runs(args, h) -> int:
 def cmd_show(args, h) -> int:
     run = h.get_run(args.run)
     summary = run_summary(h, run)
+    config = _shown_config(run.config)
     if args.json:
         summary.update(evaluation_depth(h, run))
-        summary["config"] = run.config
+        summary["config"] = config
         _print_json(summary)
         return 0
     import yaml
@@ -200,7 +201,7 @@ def cmd_show(args, h) -> int:
     _print_depth(h, run)
     print(f"  run dir  {run.run_dir}\n  log      {summary['log']}")
     print("config:")
-    print("  " + yaml.safe_dump(run.config, sort_keys=False).replace("\n", "\n  ").rstrip())
+    print("  " + yaml.safe_dump(config, sort_keys=False).replace("\n", "\n  ").rstrip())
     return 0
 
 
@@ -253,6 +254,16 @@ def cmd_errors(args, h) -> int:
     if len(rows) > len(shown):
         print(f"… {len(rows) - len(shown)} more (--limit, --json)")
     return 0
+
+
+def _shown_config(stored: dict) -> dict:
+    """A stored config in today's shape (renamed keys upgraded); as stored when it cannot be read."""
+    from tuitune.config import stored_config
+
+    try:
+        return stored_config(stored).model_dump(mode="json")
+    except TuituneError:
+        return stored
 
 
 def cmd_stop(args, h) -> int:
@@ -453,6 +464,18 @@ COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop
             "config": cmd_config, "export": cmd_export, "errors": cmd_errors}
 
 
+def _warnings_to_stderr() -> None:
+    """tuitune's warnings (e.g. an older config upgraded) as `tuitune: warning: ...` lines."""
+    import logging
+
+    log = logging.getLogger("tuitune")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tuitune: warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -460,6 +483,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from tuitune.app import run_app
 
         return run_app()
+    _warnings_to_stderr()
     h = None
     try:
         if args.cmd not in ("presets", "config"):
