@@ -160,6 +160,8 @@ class ModelScreen(BaseScreen):
             f"peak RAM on CPU (batch {batch}, length {length}):",
             f"  full {fmt_bytes(mem['full'])} · LoRA {fmt_bytes(mem['lora'])}",
             f"  QLoRA {fmt_bytes(mem['qlora'])}",
+            "  libraries+weights+optimizer+activations",
+            "  at full-length rows (shorter: less)",
         ]
         if info.note:
             lines.append(info.note)

@@ -203,3 +203,21 @@ def test_memory_estimate_counts_its_parts_and_follows_method_batch_and_task():
     sft, dpo = llm.estimate("lora", 4, 128, task="sft"), llm.estimate("lora", 4, 128, task="dpo")
     assert dpo["activations"] == 2 * sft["activations"]  # chosen and rejected
     assert llm.estimate("qlora", 4, 128, task="sft", load_in="4bit")["weights"] < sft["weights"]
+
+
+def test_export_writes_class_reports_errors_and_probes(tmp_path):
+    h = History()
+    rid = h.create_run({"name": "x", "task": "classification", "model": {"name_or_path": "m"},
+                        "data": {"path": "d"}, "method": {"name": "full"}})
+    h.log_class_report(rid, "final", 5, ["a", "b"], {"a": {"precision": 1, "recall": 1, "f1": 1, "support": 1},
+                                                      "b": {"precision": 0, "recall": 0, "f1": 0, "support": 1}},
+                       [[1, 0], [1, 0]])
+    h.log_errors(rid, "final", 5, [{"row": 1, "text": "t", "true_label": "b", "pred_label": "a", "confidence": 0.8}])
+    h.log_probes(rid, "final", 5, [{"input": "p", "answer": "q"}])
+    out = json.loads(_cli("export", str(rid), "--out", str(tmp_path / "exp"), "--format", "json", "--json").stdout)
+    files = {f.rsplit("/", 1)[-1]: f for f in out["files"]}
+    errors = json.loads(open(files[f"run-{rid}-errors.json"]).read())
+    assert [(e["true_label"], e["pred_label"]) for e in errors] == [("b", "a")]
+    reports = json.loads(open(files[f"run-{rid}-class-reports.json"]).read())
+    assert json.loads(reports[0]["matrix"]) == [[1, 0], [1, 0]]
+    assert json.loads(open(files[f"run-{rid}-probes.json"]).read())[0]["answer"] == "q"

@@ -146,3 +146,13 @@ def test_more_than_ten_labels_scroll_and_a_live_run_updates(tuitune_home):
             h.log_class_report(rid, "eval", 25, labels, _report(labels, final), final)
             await wait_for(pilot, lambda: "(4/4)" in str(scr.query_one("#ev-title").render()), what="live update")
     asyncio.run(go())
+
+
+def test_the_evaluation_screen_loads_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, tuitune.screens.evaluation, tuitune.cli\n"
+            "heavy = [m for m in ('torch','transformers','peft','trl','datasets') if m in sys.modules]\n"
+            "sys.exit(1 if heavy else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
