@@ -77,7 +77,8 @@ def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=Non
         save_steps=t.save_steps or t.eval_steps or 500, save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.early_stopping_patience is not None,
         metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better if best_metric != "loss" else False,
-        report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
+        report_to=list(t.report_to) or "none", disable_tqdm=True, use_cpu=t.use_cpu,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the history and the watchdog, not be averaged away
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=_cuda(cfg),
         **mixed_precision(cfg),
@@ -128,6 +129,9 @@ class Run:
                    "process with your permissions; turn it off unless you trust that repository")
             print(f"tuitune: warning: {msg}", file=sys.stderr, flush=True)
             self.h.log_event(self.run_id, "warning", msg)
+        from tuitune.engine import tracking
+
+        tracking.prepare(cfg, self.run_dir, self.run_id)
         self.task = task = get_task(cfg)
         self.model_path = models.resolve(cfg.model.name_or_path)
         self.tokenizer = models.load_tokenizer(cfg, self.model_path)
@@ -154,6 +158,10 @@ class Run:
         spec = faults.configured()
         if spec:
             self.trainer.add_callback(faults.FaultInjector(spec))
+        from tuitune.engine import watchdog
+
+        self.watchdog = watchdog.install(self.trainer, cfg)
+        tracking.name_run(self.trainer, cfg, self.run_id)
         return self.trainer
 
     # -- running ----------------------------------------------------------------------------------
@@ -228,8 +236,11 @@ class Run:
             try:
                 self.build()
                 resume_from = self._last_checkpoint() if self.resume else None
-                if self.resume and resume_from is None:
-                    raise TuituneError(f"run {self.run_id} has no checkpoint to resume from")
+                if self.resume and resume_from is None and self.main:
+                    # killed before its first checkpoint: train again from step 0 in this run (its
+                    # events stay; its steps and evaluations, the baseline too, are written anew)
+                    h.truncate_after(self.run_id, -1)
+                    h.update_run(self.run_id, step=0)
                 if resume_from and self.main:
                     step = int(resume_from.rsplit("-", 1)[-1])
                     h.truncate_after(self.run_id, step)
@@ -263,6 +274,11 @@ class Run:
                 self.resume = False
                 self._free()
 
+        dog = getattr(self, "watchdog", None)
+        if dog is not None and dog.reason:
+            if self.main:
+                h.log_event(self.run_id, "diverged", dog.reason, step=dog.step)
+            raise TuituneError(diverged_message(dog.reason, self._last_checkpoint(), self.run_id))
         if self.stop:
             if self.main:
                 h.set_status(self.run_id, "stopped",
@@ -313,6 +329,16 @@ def oom_message(cfg: RunConfig) -> str:
     t = cfg.training
     return (f"out of memory: lower training.per_device_train_batch_size (now {t.per_device_train_batch_size}) "
             f"or data.max_length (now {cfg.data.max_length}), use LoRA/QLoRA, or set training.auto_retry_oom=true")
+
+
+def diverged_message(reason: str, checkpoint: Optional[str], run_id: int) -> str:
+    if checkpoint:
+        kept = (f"{Path(checkpoint).name}, from before it, is kept (`tuitune resume {run_id}` continues from it "
+                "with the same settings)")
+    else:
+        kept = "no checkpoint was saved before it"
+    return (f"stopped by the watchdog: {reason}; {kept}; lower training.learning_rate "
+            "(or loosen the watchdog section) and run again")
 
 
 def describe_exception(err: Exception, cfg: RunConfig) -> str:

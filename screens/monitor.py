@@ -200,6 +200,7 @@ class MonitorScreen(BaseScreen):
 
     def _apply(self, data: dict[str, Any]) -> None:
         try:
+            was_live = self.run.get("status") in LIVE
             self.run = data["run"]
             self.tl.add_metrics(data["metrics"])
             self.tl.evals = data["evals"]
@@ -208,6 +209,8 @@ class MonitorScreen(BaseScreen):
             if self.run["status"] not in LIVE:
                 self._done = True  # everything is read: a replay from here on
                 self._timer.stop()
+                if was_live:  # it ended while watched (opening a finished run is no news)
+                    self.app.run_ended(self.run)  # type: ignore[attr-defined]
             self._draw()
         finally:
             self._busy = False

@@ -39,6 +39,15 @@ class TuituneApp(App):
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
 
+    def run_ended(self, run: dict[str, Any]) -> None:
+        """A run the user was watching ended: a toast here, the bell and a desktop notification
+        (OSC 9 / OSC 777; TUITUNE_NOTIFY=0 turns those off) for a user who looked away."""
+        from tuitune import notify
+
+        body = notify.run_message(run)
+        self.notify(body, severity="information" if run.get("status") == "completed" else "warning")
+        notify.send_to_app(self, body)
+
     def show_error(self, message: str, title: str = "Error") -> None:
         """One clear message in a dialog (the screen stays as it was)."""
         self.push_screen(MessageDialog(message, title))

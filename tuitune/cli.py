@@ -41,6 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set training.learning_rate=3e-5 (repeatable)")
     r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
+    r.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                   help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
 
     ls = sub.add_parser("runs", parents=[common], help="list the run history")
     ls.add_argument("--status", choices=["queued", "running", "completed", "failed", "stopped", "crashed"])
@@ -49,12 +51,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in (("show", "a run's config, status, metrics and paths"),
                         ("stop", "stop a live run gracefully (it saves a checkpoint)"),
                         ("resume", "continue a stopped or crashed run from its last checkpoint"),
+                        ("follow", "follow a live run's progress until it ends (Ctrl-C stops it)"),
                         ("delete", "delete a finished run and its files"),
                         ("merge", "merge a LoRA adapter into its base model")):
         c = sub.add_parser(name, parents=[common], help=help_)
         c.add_argument("run", metavar="RUN")
         if name == "resume":
             c.add_argument("--detach", action="store_true")
+        if name in ("resume", "follow"):
+            c.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                           help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="do not ask")
         if name == "merge":
@@ -295,12 +301,22 @@ def _after_start(args, h, run_id: int) -> int:
             print(f"run {run_id} started in the background (pid {run['pid']}); "
                   f"`tuitune show {run_id}` or `tuitune` to watch it, `tuitune stop {run_id}` to stop it")
         return 0
-    return follow(h, run_id, quiet=args.json, as_json=args.json)
+    return follow(h, run_id, quiet=args.json, as_json=args.json, notify=args.notify)
 
 
-def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5) -> int:
-    """Follow a run with a progress line until it ends. Ctrl-C: stop it gracefully (twice: leave)."""
+def cmd_follow(args, h) -> int:
+    run = h.get_run(args.run)
+    if run["status"] not in ("queued", "running"):
+        raise TuituneError(f"run {run['id']} is {run['status']}, not live: `tuitune show {run['id']}` shows how it ended")
+    return follow(h, run["id"], quiet=args.json, as_json=args.json, notify=args.notify)
+
+
+def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5,
+           notify: Optional[bool] = None) -> int:
+    """Follow a run with a progress line until it ends, then ring the terminal (see tuitune.notify).
+    Ctrl-C: stop it gracefully (twice: leave it running)."""
     from tuitune import launcher
+    from tuitune import notify as notifier
 
     interrupts = {"n": 0}
 
@@ -342,6 +358,7 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
         signal.signal(signal.SIGINT, old)
     if tty and not quiet:
         sys.stderr.write("\n")
+    notifier.send(sys.stderr, notifier.run_message(run), flag=notify)
     summary = run_summary(h, run)
     if as_json:
         _print_json(summary)
@@ -386,7 +403,7 @@ def _print_final(s: dict) -> None:
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
+            "delete": cmd_delete, "follow": cmd_follow, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
             "config": cmd_config, "export": cmd_export}
 
 

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from tuitune.errors import TuituneError
 
 TASKS = ("classification", "mlm", "sft", "dpo")
+REPORT_TO = ("tensorboard", "mlflow", "wandb")
 METHODS = (
     "full", "last_layer", "freeze_layers", "bitfit",
     "prompt_tuning", "prefix_tuning", "ia3",
@@ -152,6 +153,19 @@ class TrainingConfig(_Part):
     fsdp_config: dict[str, Any] = Field(default_factory=dict,
                                         description="TrainingArguments' fsdp_config, e.g. {cpu_offload: true}")
     auto_retry_oom: bool = Field(False, description="On out-of-memory: halve the batch, double accumulation, retry")
+    checkpoint_every_minutes: Optional[float] = Field(
+        30.0, ge=0, description="Also checkpoint when this many minutes passed since the last one (0 or null: off)")
+    report_to: list[Literal[REPORT_TO]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Also log to tensorboard, mlflow and/or wandb (Trainer's names)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"]
+        return v
 
     @field_validator("max_steps")
     @classmethod
@@ -166,6 +180,15 @@ class EvaluationConfig(_Part):
     on_test: bool = Field(True, description="Also evaluate on the test split when there is one")
 
 
+class WatchdogConfig(_Part):
+    """Stops a diverging run: a NaN/Inf loss at once; a loss far above its best for several logs."""
+
+    enabled: bool = Field(True, description="Stop the run when the training loss diverges")
+    loss_factor: float = Field(3.0, gt=1, description="Diverged: loss above this many times its best average")
+    loss_margin: float = Field(1.0, ge=0, description="... and at least this much above it (tiny losses wobble)")
+    patience: int = Field(3, gt=0, description="... for this many logged losses in a row")
+
+
 class RunConfig(_Part):
     name: Optional[str] = Field(None, description="A label for this run (the preset name by default)")
     task: Literal[TASKS] = "classification"  # type: ignore[valid-type]
@@ -175,6 +198,7 @@ class RunConfig(_Part):
     quantization: QuantizationConfig = QuantizationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":
