@@ -105,7 +105,11 @@ def run_summary(h, run: dict) -> dict[str, Any]:
     for e in evals:
         by_phase[e["phase"]] = e["metrics"]
     final = by_phase.get("final") or by_phase.get("eval") or {}
+    periodic = [e for e in evals if e["phase"] == "eval"]
     return {
+        # which evaluation `metrics` is: the final one, or (running, stopped, failed) the latest periodic one
+        "metrics_phase": "final" if "final" in by_phase else ("eval" if periodic else None),
+        "metrics_step": ([e for e in evals if e["phase"] == "final"] or periodic or [{"step": None}])[-1]["step"],
         "id": run["id"], "name": run["name"], "status": run["status"], "task": run["task"],
         "model": run["model"], "method": run["method"], "dataset": run["dataset"],
         "step": run["step"], "max_steps": run["max_steps"],
@@ -180,7 +184,8 @@ def cmd_show(args, h) -> int:
         if m:
             shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))
                      and not k.endswith(("runtime", "per_second"))}
-            print(f"  {phase:8s} {shown}")
+            label = phase if phase != "final" else _metrics_label(summary)
+            print(f"  {label:8s} {shown}")
     if summary["latest"] and run["status"] in ("running", "queued"):
         shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
@@ -390,6 +395,11 @@ def _progress_line(h, run: dict) -> str:
     return s + eta
 
 
+def _metrics_label(s: dict) -> str:
+    """"final" only for the final evaluation; the latest periodic one says its step."""
+    return "final" if s.get("metrics_phase") == "final" else f"eval@{s.get('metrics_step')}"
+
+
 def _print_final(s: dict) -> None:
     print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
     m, b = s["metrics"] or {}, s["baseline"] or {}
@@ -397,7 +407,7 @@ def _print_final(s: dict) -> None:
             and k != "epoch" and "preparation_time" not in k]
     if keys:
         rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{m[k]:.4f}"] for k in keys]
-        print(_table(rows, ["metric", "baseline", "final"]))
+        print(_table(rows, ["metric", "baseline", _metrics_label(s)]))
     if s["status"] == "completed":
         print(f"model saved in {s['model_dir']}")
 
