@@ -19,7 +19,7 @@ from tuitune.ui_data import RunStore
 
 
 class TuituneApp(App):
-    CSS_PATH = str(Path(tuitune.screens.__file__).parent / "app.tcss")
+    CSS_PATH = str(Path(screens.__file__).parent / "app.tcss")
     TITLE = "tuitune"
     SUB_TITLE = "fine-tune Hugging Face models"
     BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
