@@ -179,6 +179,18 @@ class ModelScreen(BaseScreen):
 
 # -- Dataset --------------------------------------------------------------------------------------
 
+def token_advice(ts: dict[str, Any]) -> list[str]:
+    """What max_length does to these rows, in lines that fit the stats panel at 80 columns."""
+    ml, cut = ts["max_length"], ts["truncated_share"]
+    if not cut:
+        return [f"  max_length {ml}: none truncated"]
+    pct = lambda x: "<1%" if 0 < x < 0.01 else f"{100 * x:.0f}%"  # noqa: E731
+    out = [f"  max_length {ml} truncates {pct(cut)}", f"  of rows ({pct(ts['tokens_lost'])} of tokens lost)"]
+    if ts["p95"] > ml:
+        out.append(f"  max_length {-(-ts['p95'] // 8) * 8} keeps p95 whole")
+    return out
+
+
 class DatasetScreen(BaseScreen):
     """Step 2: which data, which columns; preview, label counts, splits, token lengths."""
 
@@ -297,10 +309,10 @@ class DatasetScreen(BaseScreen):
                 lines.append(f"  … {len(info.label_counts) - 8} more")
         ts = info.token_stats
         if ts:
-            lines.append(f"tokens ({ts['how']}, {ts['n']:,} rows):")
+            first = f"tokens ({ts['how']}, {ts['n']:,} rows):"
+            lines += [first] if len(first) <= 32 else [f"tokens ({ts['n']:,} rows,", f"  {ts['how']}):"]
             lines.append(f"  mean {ts['mean']:.0f}  p50 {ts['p50']}  p95 {ts['p95']}  max {ts['max']}")
-            lines.append(f"  max_length {ts['max_length']}: {100 * ts['truncated_share']:.0f}% of rows cut,")
-            lines.append(f"  {100 * ts['tokens_lost']:.0f}% of tokens lost")
+            lines += token_advice(ts)
         stats.update("\n".join(lines))
 
     def action_next(self) -> None:
@@ -335,6 +347,8 @@ FIELDS: list[tuple[str, str, Any]] = [
     ("method.lora_alpha", "lora_alpha", "int"),
     ("method.lora_dropout", "lora_dropout", "float"),
     ("method.target_modules", "target_modules", "list"),
+    ("method.freeze_layers", "freeze_layers", "int"),
+    ("method.num_virtual_tokens", "virtual tokens", "int"),
     ("quantization.load_in", "quantization", ("none", "8bit", "4bit")),
     ("data.max_length", "max_length", "int"),
     ("training.num_train_epochs", "epochs", "float"),
@@ -345,6 +359,22 @@ FIELDS: list[tuple[str, str, Any]] = [
     ("training.logging_steps", "logging_steps", "int"),
     ("training.eval_steps", "eval_steps", "int"),
 ]
+
+
+_LORA = ("lora", "qlora")
+# Fields that belong to some methods only: the form shows the chosen method's own fields.
+ONLY_FOR: dict[str, tuple[str, ...]] = {
+    "method.lora_r": _LORA, "method.lora_alpha": _LORA, "method.lora_dropout": _LORA,
+    "method.target_modules": _LORA + ("ia3",),
+    "method.freeze_layers": ("freeze_layers",),
+    "method.num_virtual_tokens": ("prompt_tuning", "prefix_tuning"),
+    # a quantized base trains through adapters only
+    "quantization.load_in": _LORA + ("ia3", "prompt_tuning", "prefix_tuning"),
+}
+
+
+def applies(key: str, method: Optional[str]) -> bool:
+    return key not in ONLY_FOR or (method or "full") in ONLY_FOR[key]
 
 
 def _get(d: dict, key: str) -> Any:
@@ -428,7 +458,7 @@ class MethodScreen(BaseScreen):
                 if value is None:
                     value = _get(defaults, key)
                 fid = "f-" + key.replace(".", "-")
-                with Horizontal(classes="field"):
+                with Horizontal(classes="field", id="row-" + fid):
                     yield Label(label, classes="field-label")
                     if isinstance(kind, tuple):
                         yield Select([(c, c) for c in kind], value=value if value in kind else kind[0],
@@ -444,8 +474,14 @@ class MethodScreen(BaseScreen):
 
     def _read_form(self) -> dict:
         d = copy.deepcopy(draft_of(self.app))
+        method = self.query_one("#f-method-name", Select).value
         for key, _label, kind in FIELDS:
             w = self.query_one("#f-" + key.replace(".", "-"))
+            shown = applies(key, method if isinstance(method, str) else None)
+            self.query_one("#row-f-" + key.replace(".", "-")).display = shown
+            if not shown:  # another method's field: not part of this config
+                _set(d, key, None)
+                continue
             if isinstance(w, Select):
                 v = w.value if isinstance(w.value, str) else None
             else:

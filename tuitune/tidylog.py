@@ -46,5 +46,7 @@ def event_lines(events: Iterable[dict[str, Any]]) -> list[tuple[int, str]]:
 
 def tidy(events: Iterable[dict[str, Any]], metric_rows: Iterable[dict[str, Any]], n: int = 6) -> list[str]:
     """The last `n` lines of events and per-step training metrics, oldest first."""
-    merged = sorted(event_lines(events) + step_lines(metric_rows), key=lambda x: x[0])
-    return [line for _, line in merged[-n:]]
+    # at the same millisecond a step's metrics come before the events they caused (checkpoint, eval)
+    merged = sorted([(t, 0, ln) for t, ln in step_lines(metric_rows)] + [(t, 1, ln) for t, ln in event_lines(events)],
+                    key=lambda x: x[:2])
+    return [line for _, _, line in merged[-n:]]
