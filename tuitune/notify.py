@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Any, Optional, TextIO
+from typing import TYPE_CHECKING, Optional, TextIO
+
+if TYPE_CHECKING:
+    from tuitune.records import RunRecord
 
 ENV = "TUITUNE_NOTIFY"
 TITLE = "tuitune"
@@ -44,14 +47,14 @@ def sequences(title: str, body: str, *, tmux: Optional[bool] = None) -> str:
     return "\a" + "".join(oscs)
 
 
-def run_message(run: dict[str, Any]) -> str:
+def run_message(run: "RunRecord") -> str:
     """One line about how a run ended: `run 12 (bbc) completed: accuracy 0.9712`."""
-    name = f" ({run['name']})" if run.get("name") else ""
-    text = f"run {run['id']}{name} {run['status']}"
-    if run.get("status") == "completed" and run.get("main_metric") and run.get("main_value") is not None:
-        text += f": {run['main_metric']} {run['main_value']:.4g}"
-    elif run.get("error"):
-        text += f": {run['error']}"
+    name = f" ({run.name})" if run.name else ""
+    text = f"run {run.id}{name} {run.status}"
+    if run.status == "completed" and run.main_metric and run.main_value is not None:
+        text += f": {run.main_metric} {run.main_value:.4g}"
+    elif run.error:
+        text += f": {run.error}"
     return text
 
 
