@@ -293,7 +293,6 @@ class MonitorScreen(BaseScreen):
             return self.run is not None and self.run.status == "completed"
         return True
 
-
     def _v(self, key: str, step: Optional[int], f: str) -> str:
         v = self.tl.at(key, step)
         return "N/A" if v is None else f.format(v)
