@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune.config import RunConfig
+from tuitune.config import stored_config
 from tuitune.errors import TuituneError
 from tuitune.history import History
 
@@ -33,6 +33,8 @@ def _run_model_dir(run_id) -> tuple[dict, Path]:
 
 
 CAUSAL_TASKS = ("sft", "dpo")
+# A text-pair classifier (data.text_pair_column) takes both texts in one string, split at this marker.
+PAIR_SEPARATOR = "|||"
 
 GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "do_sample", "repetition_penalty", "seed", "system")
 
@@ -66,7 +68,7 @@ class Predictor:
 
         run, out = _run_model_dir(run_id)
         meta = json.loads((out / "tuitune.json").read_text())
-        cfg = RunConfig.model_validate(run["config"])
+        cfg = stored_config(run["config"])
         task = get_task(cfg)
         task.label_names = meta.get("label_names") or []
         tokenizer = AutoTokenizer.from_pretrained(str(out))
@@ -205,7 +207,15 @@ class Predictor:
     def classify(self, text: str) -> dict[str, Any]:
         import torch
 
-        enc = self.tokenizer(text, return_tensors="pt", truncation=True).to(self._device())
+        if self.meta.get("text_pair"):
+            if PAIR_SEPARATOR not in text:
+                raise TuituneError(f"this model reads text pairs: write both texts separated by "
+                                   f"'{PAIR_SEPARATOR}' (e.g. \"A man sleeps {PAIR_SEPARATOR} Someone rests\")")
+            first, second = (t.strip() for t in text.split(PAIR_SEPARATOR, 1))
+            enc = self.tokenizer(first, second, return_tensors="pt", truncation=True)
+        else:
+            enc = self.tokenizer(text, return_tensors="pt", truncation=True)
+        enc = enc.to(self._device())
         with torch.no_grad():
             probs = self.model(**enc).logits[0].float().softmax(-1).tolist()
         names = self.meta.get("label_names") or [str(i) for i in range(len(probs))]

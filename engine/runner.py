@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune.config import RunConfig
+from tuitune.config import RunConfig, stored_config
 from tuitune.errors import TuituneError
 from tuitune.history import History
 from tuitune.launcher import checkpoints
@@ -105,7 +105,7 @@ class Run:
         self.h = history or History()
         row = self.h.get_run(run_id) if self.main else self._row_no_refresh(run_id)
         self.row = row
-        self.cfg = RunConfig.model_validate(row["config"])
+        self.cfg = stored_config(row["config"])
         self.run_dir = Path(row["run_dir"]) if row.get("run_dir") else Path.cwd()
         from tuitune.engine.callbacks import StopFlag
 

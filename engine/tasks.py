@@ -165,7 +165,8 @@ class Classification(Task):
     head_modules = ("classifier", "pooler", "score", "pre_classifier")
 
     def columns(self):
-        return [("text", self.cfg.data.text_column), ("label", self.cfg.data.label_column)]
+        d = self.cfg.data
+        return [("text", d.text_column), ("text_pair", d.text_pair_column), ("label", d.label_column)]
 
     def model_class(self):
         from transformers import AutoModelForSequenceClassification
@@ -176,9 +177,12 @@ class Classification(Task):
         d = self.cfg.data
         self.label_names, ds = data_mod.label_names(ds, d.label_column)
         ds = _text_column_clean(ds, d.text_column)
+        if d.text_pair_column:
+            ds = _text_column_clean(ds, d.text_pair_column)
 
         def enc(batch):
-            out = tokenizer(batch[d.text_column], truncation=True, max_length=d.max_length)
+            pair = batch[d.text_pair_column] if d.text_pair_column else None
+            out = tokenizer(batch[d.text_column], pair, truncation=True, max_length=d.max_length)
             out["labels"] = batch[d.label_column]
             return out
 
@@ -190,6 +194,9 @@ class Classification(Task):
         n = len(self.label_names)
         return {"num_labels": n, "id2label": dict(enumerate(self.label_names)),
                 "label2id": {name: i for i, name in enumerate(self.label_names)}}
+
+    def meta(self):
+        return dict(super().meta(), text_pair=bool(self.cfg.data.text_pair_column))
 
     def compute_metrics(self):
         n = len(self.label_names)

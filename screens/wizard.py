@@ -265,7 +265,9 @@ class DatasetScreen(BaseScreen):
 
         d = draft_of(self.tuitune)
         kw = dict(max_length=int(d["data"].get("max_length", 128)),
-                  validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path)
+                  validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path,
+                  eval_path=d["data"].get("eval_path"), test_path=d["data"].get("test_path"),
+                  train_split=d["data"].get("train_split") or "train")
         error = ""
         try:
             base = inspect_dataset(path, **kw)
@@ -304,7 +306,8 @@ class DatasetScreen(BaseScreen):
         for r in info.rows[:30]:
             table.add_row(*[str(r.get(c, ""))[:60] for c in info.columns])
         lines = [f"[b]{info.total:,} rows[/b]  train {info.splits.get('train', 0):,} · "
-                 f"validation {info.splits.get('validation', 0):,}"]
+                 f"validation {info.splits.get('validation', 0):,}"
+                 + (f" · test {info.splits['test']:,}" if "test" in info.splits else "")]
         if info.label_counts:
             lines.append(f"{len(info.label_counts)} labels:")
             for k, v in list(info.label_counts.items())[:8]:
