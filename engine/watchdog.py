@@ -133,7 +133,7 @@ class DivergenceWatchdog(TrainerCallback):
 
 
 def _fp16(cfg: RunConfig) -> bool:
-    from tuitune.engine.runner import mixed_precision
+    from tuitune.engine.trainer_args import mixed_precision
 
     try:
         return mixed_precision(cfg)["fp16"]

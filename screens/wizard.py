@@ -25,6 +25,7 @@ from textual.widgets.option_list import Option
 
 from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
 from tuitune.formatting import fmt_bytes, fmt_count
+from tuitune.tasks import task_spec
 from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import AskDialog, PickDialog
@@ -333,8 +334,8 @@ class DatasetScreen(BaseScreen):
         if not text_col:
             err.update(f"pick the text column: columns are {', '.join(self.info.columns)}")
             return
-        if d.get("task") == "classification" and not label_col:
-            err.update(f"classification needs a label column: columns are {', '.join(self.info.columns)}")
+        if task_spec(d.get("task") or "classification").has_labels and not label_col:
+            err.update(f"{d.get('task') or 'classification'} needs a label column: columns are {', '.join(self.info.columns)}")
             return
         d["data"].update(path=path, text_column=text_col, label_column=label_col)
         self.app.push_screen(MethodScreen())
@@ -368,20 +369,19 @@ FIELDS: list[tuple[str, str, Any]] = [
 ]
 
 
-_LORA = ("lora", "qlora")
-# Fields that belong to some methods only: the form shows the chosen method's own fields.
-ONLY_FOR: dict[str, tuple[str, ...]] = {
-    "method.lora_r": _LORA, "method.lora_alpha": _LORA, "method.lora_dropout": _LORA,
-    "method.target_modules": _LORA + ("ia3",),
-    "method.freeze_layers": ("freeze_layers",),
-    "method.num_virtual_tokens": ("prompt_tuning", "prefix_tuning"),
-    # a quantized base trains through adapters only
-    "quantization.load_in": _LORA + ("ia3", "prompt_tuning", "prefix_tuning"),
-}
-
-
 def applies(key: str, method: Optional[str]) -> bool:
-    return key not in ONLY_FOR or (method or "full") in ONLY_FOR[key]
+    """Whether a form field belongs to the chosen method: its own `method.*` settings (the task
+    registry lists them), quantization where it can train a quantized base, and the rest always."""
+    from tuitune.tasks import METHODS as SPECS
+
+    spec = SPECS.get(method or "full")
+    if spec is None:
+        return True
+    if key.startswith("method.") and key != "method.name":
+        return key.split(".", 1)[1] in spec.fields
+    if key == "quantization.load_in":
+        return spec.trains_quantized
+    return True
 
 
 def _get(d: dict, key: str) -> Any:

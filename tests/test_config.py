@@ -90,12 +90,11 @@ def test_not_a_mapping():
 
 
 def test_fsdp_reaches_the_training_arguments(tuitune_home):
-    from tuitune.engine.runner import training_arguments
-    from tuitune.engine.tasks import get_task
+    from tuitune.engine.trainer_args import training_arguments
 
     cfg = load_config("bbc-news-minilm", ["training.processes=2", "training.fsdp=true",
                                           "training.fsdp_config={cpu_offload: true}"])
-    args = training_arguments(cfg, get_task(cfg), tuitune_home / "out")
+    args = training_arguments(cfg, tuitune_home / "out")
     assert args.fsdp and args.fsdp_config["cpu_offload"] is True
 
 

@@ -16,15 +16,13 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuitune import tasks as registry
 from tuitune.errors import TuituneError
 
-TASKS = ("classification", "mlm", "sft", "dpo")
-REPORT_TO = ("tensorboard", "mlflow", "wandb")
-METHODS = (
-    "full", "last_layer", "freeze_layers", "bitfit",
-    "prompt_tuning", "prefix_tuning", "ia3",
-    "lora", "qlora",
-)
+# The names come from the one registry (tuitune/tasks.py); these tuples are its keys, for Literal.
+TASKS = registry.TASK_NAMES
+METHODS = registry.METHOD_NAMES
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # Trainer's own integrations, named as it names them
 
 
 # The schema's version, stored in every config. Renaming or removing a key: bump it and add the old
@@ -120,7 +118,7 @@ class MethodConfig(_Part):
         if self.name == "prompt_tuning" and self.prompt_tuning_init == "text" and not self.prompt_tuning_init_text:
             raise ValueError("prompt_tuning_init 'text' needs prompt_tuning_init_text (the words to start from)")
         for flag in ("use_rslora", "use_dora"):
-            if getattr(self, flag) and self.name not in ("lora", "qlora"):
+            if getattr(self, flag) and registry.METHODS[self.name].family != "reparameterisation":
                 raise ValueError(f"method.{flag} applies to LoRA: set method.name to lora or qlora (now {self.name})")
         return self
 
@@ -219,20 +217,21 @@ class RunConfig(_Part):
 
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":
-        q, m = self.quantization, self.method
-        if m.name == "qlora" and q.load_in != "4bit":
-            raise ValueError("method qlora needs quantization.load_in: 4bit (QLoRA = 4-bit base + LoRA)")
-        if q.load_in != "none" and m.name in ("full", "last_layer", "freeze_layers", "bitfit"):
+        q, m = self.quantization, registry.METHODS[self.method.name]
+        if m.needs_4bit and q.load_in != "4bit":
+            raise ValueError(f"method {m.name} needs quantization.load_in: 4bit (QLoRA = 4-bit base + LoRA)")
+        if q.load_in != "none" and not m.trains_quantized:
             raise ValueError(
                 f"a {q.load_in} quantized model cannot be trained with method {m.name}: "
                 "use lora/qlora (or quantization.load_in: none)"
             )
-        if self.task == "classification" and not self.data.label_column:
-            raise ValueError("task classification needs data.label_column")
-        if self.data.text_pair_column and self.task != "classification":
+        if self.spec.has_labels and not self.data.label_column:
+            raise ValueError(f"task {self.task} needs data.label_column")
+        if self.data.text_pair_column and not self.spec.has_labels:
             raise ValueError(f"data.text_pair_column applies to classification, not {self.task}: remove it")
-        if self.task == "dpo" and m.name in ("prompt_tuning", "prefix_tuning"):
-            raise ValueError("dpo does not support prompt/prefix tuning: use lora or full")
+        if m.name not in self.spec.methods:
+            raise ValueError(f"task {self.task} does not support method {m.name}: use one of {', '.join(self.spec.methods)}")
+        self._check_metric()
         t = self.training
         if t.fsdp and t.processes < 2 and not t.launcher_args:
             raise ValueError("training.fsdp shards the model across processes: set training.processes > 1")
@@ -243,16 +242,26 @@ class RunConfig(_Part):
                 raise ValueError("with early stopping, training.save_steps must be a multiple of training.eval_steps")
         return self
 
+    def _check_metric(self) -> None:
+        chosen = self.training.metric_for_best_model
+        if chosen is not None and chosen.removeprefix("eval_") not in self.spec.metrics:
+            raise ValueError(f"training.metric_for_best_model {chosen!r} is not a metric task {self.task} reports: "
+                             f"use one of {', '.join(self.spec.metrics)}")
+
+    @property
+    def spec(self) -> registry.TaskSpec:
+        return registry.TASKS[self.task]
+
     @property
     def main_metric(self) -> str:
-        """The metric a run is judged by (`eval_` prefix as Trainer writes it)."""
-        if self.training.metric_for_best_model:
-            return self.training.metric_for_best_model
-        return {"classification": "accuracy", "mlm": "perplexity"}.get(self.task, "loss")
+        """The one metric a run is judged by: the runner records it and Trainer optimises it.
+        The task's main metric unless training.metric_for_best_model names another it reports."""
+        chosen = self.training.metric_for_best_model
+        return chosen.removeprefix("eval_") if chosen else self.spec.main_metric
 
     @property
     def greater_is_better(self) -> bool:
-        return self.main_metric not in ("loss", "perplexity")
+        return self.spec.direction(self.main_metric) == registry.MAXIMIZE
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
