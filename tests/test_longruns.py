@@ -269,6 +269,15 @@ def test_cli_follow_notifies_when_the_run_ends(tiny_bert, tiny_csv, off):
         assert BEL in out
 
 
+def test_follow_a_finished_run_says_so_in_one_line(tiny_bert, tiny_csv):
+    run_id = _live_run(tiny_bert, tiny_csv, "done")
+    _end(run_id)
+    r = cli("follow", run_id)
+    assert r.returncode == 2
+    assert r.stderr.strip() == (f"tuitune: error: run {run_id} is completed, not live: "
+                                f"`tuitune show {run_id}` shows how it ended")
+
+
 def test_notifications_are_not_written_to_a_pipe_or_file(tiny_bert, tiny_csv):
     run_id = _live_run(tiny_bert, tiny_csv, "piped")
     proc = subprocess.Popen(tuitune_cmd() + ["follow", str(run_id)], stdin=subprocess.DEVNULL,

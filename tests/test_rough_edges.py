@@ -234,3 +234,16 @@ def test_monitor_footer_and_tidy_log(tuitune_home, status):
                 await pilot.pause(0.1)
                 assert type(app.screen).__name__ == "ConfirmDialog"
     asyncio.run(go())
+
+
+def test_every_methods_own_fields_are_config_fields():
+    """The wizard shows a method's `method.*` settings from the registry: each must exist."""
+    from tuitune.config import MethodConfig
+    from tuitune.screens.wizard import FIELDS, applies
+    from tuitune.tasks import METHODS
+
+    for spec in METHODS.values():
+        assert set(spec.fields) <= set(MethodConfig.model_fields), spec.name
+    shown = {m: [k for k, _, _ in FIELDS if k.startswith("method.") and applies(k, m)] for m in METHODS}
+    assert shown["full"] == shown["bitfit"] == ["method.name"]
+    assert "method.lora_r" in shown["qlora"] and "method.target_modules" in shown["ia3"]
