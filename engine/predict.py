@@ -200,7 +200,9 @@ class Predictor:
         tok = self.tokenizer
         masked = text.replace("[MASK]", tok.mask_token).replace("<mask>", tok.mask_token)
         if tok.mask_token not in masked:
-            raise TuituneError(f"text has no [MASK]: write e.g. \"This is a [MASK] movie!\"")
+            m = tok.mask_token  # name the model's own mask token (either spelling is accepted)
+            also = "" if m == "[MASK]" else " ([MASK] works too)"
+            raise TuituneError(f"text has no {m}: write e.g. \"This is a {m} movie!\"{also}")
         enc = tok(masked, return_tensors="pt", truncation=True).to(self._device())
         positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
         if not positions:

@@ -9,6 +9,7 @@ tick, never queued. The chart is downsampled to `MAX_POINTS`. Arrow keys scrub t
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from typing import Any, Optional
 
 from rich.markup import escape
@@ -141,6 +142,7 @@ class MonitorScreen(BaseScreen):
         Binding("end", "follow", "Latest"),
         Binding("i", "predict", "Predict"),
         Binding("v", "evaluation", "Eval detail"),
+        Binding("l", "raw_log", "Raw log"),
     ]
 
     def __init__(self, run_id: int):
@@ -151,7 +153,10 @@ class MonitorScreen(BaseScreen):
         self.cursor: Optional[int] = None  # index into steps; None follows the latest
         self._busy = False
         self._done = False
-        self.log_lines: list[str] = []
+        self.log_lines: list[str] = []  # the raw engine.log tail (on the `l` key)
+        self.events: list[dict[str, Any]] = []
+        self.recent_rows: deque[dict[str, Any]] = deque(maxlen=400)  # metric rows for the tidy log
+        self.raw_log = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -183,6 +188,7 @@ class MonitorScreen(BaseScreen):
         try:
             run = store.run(self.run_id)
             data = {
+                "events": store.events(self.run_id, self.events[-1]["id"] if self.events else 0),
                 "run": run,
                 "metrics": store.metrics(self.run_id, after_rowid),
                 "evals": store.evaluations(self.run_id),
@@ -196,14 +202,22 @@ class MonitorScreen(BaseScreen):
 
     def _apply(self, data: dict[str, Any]) -> None:
         try:
+            before = self.run.status if self.run else None
+            was_live = self.run is not None and self.run.live
             self.run = data["run"]
             self.tl.add_metrics(data["metrics"])
             self.tl.evals = data["evals"]
             self.tl.system.extend(data["system"])
             self.log_lines = data["log"]
+            self.events.extend(data["events"])
+            self.recent_rows.extend(data["metrics"])
+            if self.run.status != before:
+                self.refresh_bindings()  # "s Stop run" only while it is live, "i Predict" once completed
             if not self.run.live:
                 self._done = True  # everything is read: a replay from here on
                 self._timer.stop()
+                if was_live:  # it ended while watched (opening a finished run is no news)
+                    self.tuitune.run_ended(self.run)
             self._draw()
         finally:
             self._busy = False
@@ -259,7 +273,26 @@ class MonitorScreen(BaseScreen):
             e_lines.append(f"{ev.phase} @{ev.step} " + self._eval_text(ev.metrics))
         self.query_one("#mon-eval", Static).update("\n".join(e_lines) or "eval: none yet")
         self.query_one("#mon-system", Static).update("\n".join(system_lines(tl.system_at(step))))
-        self.query_one("#mon-log", Static).update("\n".join(ln[-200:] for ln in self.log_lines[-4:]) or "(log empty)")
+        self.query_one("#mon-log", Static).update(self._log_text())
+
+    def _log_text(self) -> str:
+        """Tidy: events and formatted per-step metrics from the history; raw: engine.log's tail."""
+        if self.raw_log:
+            return "\n".join(["engine.log (l: back to the tidy log)"] + [ln[-200:] for ln in self.log_lines[-3:]])
+        from tuitune.tidylog import tidy
+
+        return "\n".join(tidy(self.events, self.recent_rows, 4)) or "(nothing logged yet)"
+
+    def action_raw_log(self) -> None:
+        self.raw_log = not self.raw_log
+        self._draw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":  # a replay has nothing to stop: no "s Stop run" in its footer
+            return self.run is not None and self.run.live
+        if action == "predict":
+            return self.run is not None and self.run.status == "completed"
+        return True
 
     def _v(self, key: str, step: Optional[int], f: str) -> str:
         v = self.tl.at(key, step)

@@ -139,6 +139,8 @@ def test_bad_input_messages(tuitune_home, tiny_csv):
             app.push_screen(MethodScreen())
             await pilot.pause(0.1)
             scr = app.screen
+            scr.query_one("#f-method-name").value = "lora"  # LoRA's fields show for LoRA only
+            await pilot.pause(0.1)
             scr.query_one("#f-method-lora_r").value = "0"
             await pilot.pause(0.1)
             assert "lora_r must be > 0" in str(scr.query_one("#f-method-lora_r-msg").render())

@@ -9,7 +9,7 @@ through `tuitune.runstore.RunStore`. The other screens load when first opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from textual import on
 from textual.app import App
@@ -20,6 +20,9 @@ from tuitune.runstore import RunStore
 from tuitune.screens import messages
 from tuitune.screens.dialogs import MessageDialog
 from tuitune.screens.runs import RunsScreen
+
+if TYPE_CHECKING:
+    from tuitune.records import RunRecord
 
 
 class TuituneApp(App):
@@ -42,6 +45,15 @@ class TuituneApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+
+    def run_ended(self, run: "RunRecord") -> None:
+        """A run the user was watching ended: a toast here, the bell and a desktop notification
+        (OSC 9 / OSC 777; TUITUNE_NOTIFY=0 turns those off) for a user who looked away."""
+        from tuitune import notify
+
+        body = notify.run_message(run)
+        self.notify(body, severity="information" if run.status == "completed" else "warning")
+        notify.send_to_app(self, body)
 
     def show_error(self, message: str, title: str = "Error") -> None:
         """One clear message in a dialog (the screen stays as it was)."""

@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set training.learning_rate=3e-5 (repeatable)")
     r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
+    r.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                   help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
 
     ls = sub.add_parser("runs", parents=[common], help="list the run history")
     ls.add_argument("--status", choices=STATUSES)
@@ -51,12 +53,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in (("show", "a run's config, status, metrics and paths"),
                         ("stop", "stop a live run gracefully (it saves a checkpoint)"),
                         ("resume", "continue a stopped or crashed run from its last checkpoint"),
+                        ("follow", "follow a live run's progress until it ends (Ctrl-C stops it)"),
                         ("delete", "delete a finished run and its files"),
                         ("merge", "merge a LoRA adapter into its base model")):
         c = sub.add_parser(name, parents=[common], help=help_)
         c.add_argument("run", metavar="RUN")
         if name == "resume":
             c.add_argument("--detach", action="store_true")
+        if name in ("resume", "follow"):
+            c.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                           help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="do not ask")
         if name == "merge":
@@ -111,8 +117,12 @@ def _print_json(obj: Any) -> None:
 
 def run_summary(h, run: RunRecord) -> dict[str, Any]:
     """What `--json` prints about a run: id, status, metrics and the rest."""
-    by_phase = {e.phase: e.metrics for e in h.evaluations(run.id)}  # the last of each phase
+    evals = h.evaluations(run.id)
+    by_phase = {e.phase: e.metrics for e in evals}  # the last of each phase
+    shown = ([e for e in evals if e.phase == "final"] or [e for e in evals if e.phase == "eval"] or [None])[-1]
     return {
+        # which evaluation `metrics` is: the final one, or (running, stopped, failed) the latest periodic one
+        "metrics_phase": shown.phase if shown else None, "metrics_step": shown.step if shown else None,
         "id": run.id, "name": run.name, "status": run.status, "task": run.task,
         "model": run.model, "method": run.method, "dataset": run.dataset,
         "step": run.step, "max_steps": run.max_steps,
@@ -200,7 +210,8 @@ def cmd_show(args, h) -> int:
     for phase in ("baseline", "final", "test"):
         m = summary["metrics"] if phase == "final" else summary[phase]
         if m:
-            print(f"  {phase:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
+            label = phase if phase != "final" else _metrics_label(summary)
+            print(f"  {label:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
     if summary["latest"] and run.live:
         shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
@@ -485,12 +496,22 @@ def _after_start(args, h, run_id: int) -> int:
             print(f"run {run_id} started in the background (pid {run.pid}); "
                   f"`tuitune show {run_id}` or `tuitune` to watch it, `tuitune stop {run_id}` to stop it")
         return 0
-    return follow(h, run_id, quiet=args.json, as_json=args.json)
+    return follow(h, run_id, quiet=args.json, as_json=args.json, notify=args.notify)
 
 
-def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5) -> int:
-    """Follow a run with a progress line until it ends. Ctrl-C: stop it gracefully (twice: leave)."""
+def cmd_follow(args, h) -> int:
+    run = h.get_run(args.run)
+    if not run.live:
+        raise TuituneError(f"run {run.id} is {run.status}, not live: `tuitune show {run.id}` shows how it ended")
+    return follow(h, run.id, quiet=args.json, as_json=args.json, notify=args.notify)
+
+
+def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5,
+           notify: Optional[bool] = None) -> int:
+    """Follow a run with a progress line until it ends, then ring the terminal (see tuitune.notify).
+    Ctrl-C: stop it gracefully (twice: leave it running)."""
     from tuitune import launcher
+    from tuitune import notify as notifier
 
     interrupts = {"n": 0}
 
@@ -532,6 +553,7 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
         signal.signal(signal.SIGINT, old)
     if tty and not quiet:
         sys.stderr.write("\n")
+    notifier.send(sys.stderr, notifier.run_message(run), flag=notify)
     summary = run_summary(h, run)
     if as_json:
         _print_json(summary)
@@ -557,19 +579,25 @@ def _progress_line(h, run: RunRecord) -> str:
     return s + (f" ETA {fmt_clock(left)}" if left is not None else "")
 
 
+def _metrics_label(s: dict) -> str:
+    """"final" only for the final evaluation; the latest periodic one says its step."""
+    return "final" if s.get("metrics_phase") == "final" else f"eval@{s.get('metrics_step')}"
+
+
 def _print_final(s: dict) -> None:
     print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
     m, b = real_metrics(s["metrics"] or {}), s["baseline"] or {}
     if m:
         rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{v:.4f}"] for k, v in m.items()]
-        print(_table(rows, ["metric", "baseline", "final"]))
+        print(_table(rows, ["metric", "baseline", _metrics_label(s)]))
     if s["status"] == "completed":
         print(f"model saved in {s['model_dir']}")
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "compare": cmd_compare,
-            "merge": cmd_merge, "config": cmd_config, "export": cmd_export, "errors": cmd_errors}
+            "delete": cmd_delete, "follow": cmd_follow, "presets": cmd_presets, "predict": cmd_predict,
+            "compare": cmd_compare, "merge": cmd_merge, "config": cmd_config, "export": cmd_export,
+            "errors": cmd_errors}
 
 
 def _warnings_to_stderr() -> None:
