@@ -38,9 +38,8 @@ from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 from tuitune.history import History
 
-VARIANTS = ("int8-dynamic", "bnb-8bit", "bnb-4bit-fp4", "bnb-4bit-nf4", "prune-30", "prune-50", "prune-70",
-            "prune-ffn-50", "cluster-16", "cluster-256")
-BASELINE = "fp32"
+from tuitune.compress_cli import BASELINE, VARIANTS  # noqa: F401 - one list of names for CLI, UI and engine
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
 LATENCY_SAMPLES = 40
 THROUGHPUT_BATCH = 32

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tuitune import compress_cli
 from tuitune.errors import TuituneError
 from tuitune.generation import add_generation_flags, generation_argv
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
@@ -77,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    compress_cli.add_parsers(sub, common)
     return p
 
 
@@ -387,7 +389,7 @@ def _print_final(s: dict) -> None:
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
             "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
-            "config": cmd_config, "export": cmd_export}
+            "config": cmd_config, "export": cmd_export, **compress_cli.COMMANDS}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
