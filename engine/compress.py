@@ -38,34 +38,13 @@ from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 from tuitune.history import History
 
-from tuitune.compress_cli import BASELINE, VARIANTS  # noqa: F401 - one list of names for CLI, UI and engine
+from tuitune.compress_cli import BASELINE, VARIANTS, describe  # noqa: F401 - one list of names for CLI, UI and engine
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".onnx", ".gguf")
 LATENCY_SAMPLES = 40
 THROUGHPUT_BATCH = 32
 THROUGHPUT_REPEATS = 4
 MAX_EVAL = 512
-
-
-def describe(variant: str) -> str:
-    """One line saying what a variant is."""
-    if variant == BASELINE:
-        return "the run's model, fp32 (reference)"
-    if variant == "int8-dynamic":
-        return "dynamic int8 for CPU (PyTorch: int8 Linear weights and activations, int8 embeddings)"
-    if variant == "bnb-8bit":
-        return "bitsandbytes LLM.int8 weights"
-    if variant.startswith("bnb-4bit-"):
-        kind = variant.rsplit("-", 1)[1]
-        return f"bitsandbytes 4-bit {kind.upper()} weights ({'uniform' if kind == 'fp4' else 'non-uniform'} levels)"
-    if variant.startswith("prune-ffn-"):
-        return f"structured: {variant.rsplit('-', 1)[1]}% of feed-forward neurons removed per layer"
-    if variant.startswith("prune-"):
-        return f"magnitude pruning, {variant.rsplit('-', 1)[1]}% of Linear weights zeroed (global, unstructured)"
-    if variant.startswith("cluster-"):
-        k = int(variant.rsplit("-", 1)[1])
-        return f"k-means weight clustering, {k}-entry codebook per layer ({int(math.log2(k))}-bit indices)"
-    return variant
 
 
 def check_variant(name: str) -> str:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 from tuitune import demo
-from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 from tuitune.history import History
 
@@ -308,7 +307,6 @@ def export(run_id: int, out: str, *, merge: bool = False, fmt: str = "safetensor
 
 
 def _write_model(run: dict, model_dir: Path, meta: dict, out: Path, *, merge: bool, fmt: str) -> tuple[bool, list[str]]:
-    cfg = RunConfig.model_validate(run["config"])
     peft = bool(meta.get("peft"))
     if fmt == "gguf":
         if meta["task"] not in ("sft", "dpo"):
@@ -338,7 +336,6 @@ def _write_model(run: dict, model_dir: Path, meta: dict, out: Path, *, merge: bo
     (out / "tuitune.json").write_text(json.dumps(dict(meta, peft=False), indent=2), encoding="utf-8")
     if (model_dir / "tuitune.yaml").exists():
         shutil.copy(model_dir / "tuitune.yaml", out / "tuitune.yaml")
-    del cfg
     return False, files
 
 

@@ -145,6 +145,7 @@ class MonitorScreen(BaseScreen):
         Binding("home", "scrub_to(0)", "first", show=False),
         Binding("end", "follow", "Latest"),
         Binding("i", "predict", "Predict"),
+        Binding("c", "compress", "Compress"),
     ]
 
     def __init__(self, run_id: int):
@@ -321,6 +322,14 @@ class MonitorScreen(BaseScreen):
         from tuitune.screens.predict import PredictScreen
 
         self.app.push_screen(PredictScreen(self.run_id))
+
+    def action_compress(self) -> None:
+        if self.run.get("status") != "completed":
+            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: compress needs a completed run")  # type: ignore[attr-defined]
+            return
+        from tuitune.screens.compress import CompressScreen
+
+        self.app.push_screen(CompressScreen(self.run_id))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

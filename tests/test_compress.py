@@ -193,7 +193,6 @@ def test_history_migration_adds_compressions_to_an_old_database(tmp_path):
 
 def test_export_model_writes_model_tokenizer_labels_and_a_card(shared_home, cls_run, tmp_path):
     import torch
-    import yaml  # noqa: F401
     from transformers import AutoModelForSequenceClassification
 
     from tuitune.engine.export_model import parse_front_matter
@@ -263,3 +262,53 @@ def test_gguf_round_trip_of_a_merged_llama_lora_run(tiny_llama, tmp_path):
     rows = {r["variant"]: r for r in compress.compress(run_id, ["prune-ffn-50", "cluster-16"], isolate=False)}
     assert rows["prune-ffn-50"]["status"] == "done", rows["prune-ffn-50"].get("reason")
     assert rows["fp32"]["metrics"]["loss"] > 0 and rows["cluster-16"]["status"] == "done"
+
+
+def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_run):
+    import asyncio
+    import time
+
+    from tuitune.app import make_app
+    from tuitune.compress_cli import ORDER
+    from tuitune.history import History
+
+    before = {r["variant"]: r for r in History().compressions(cls_run)}
+
+    async def wait_for(pilot, cond, timeout=180.0, what="condition"):
+        t = time.monotonic()
+        while time.monotonic() - t < timeout:
+            if cond():
+                return
+            await pilot.pause(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.screen.query_one("#runs").row_count >= 1, 20, "runs listed")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "MonitorScreen" and app.screen._done, 20)
+            await pilot.press("c")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "CompressScreen", 10, "compress view")
+            screen = app.screen
+            table = screen.query_one("#cmp-table")
+            await wait_for(pilot, lambda: table.row_count == len(ORDER), 20, "variants listed")
+            assert table.virtual_size.width <= 80, "the table needs no horizontal scrolling at 80 columns"
+            await pilot.press(*["down"] * ORDER.index("prune-ffn-50"))
+            assert "feed-forward" in str(screen.query_one("#cmp-detail").render())
+            await pilot.press("t")  # recovery steps 0 → 20
+            assert screen.recover_steps == 20
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: screen.running, 10, "started")
+            await wait_for(pilot, lambda: not screen.running, 240, "compress finished")
+            assert "finished" in screen.progress_text, screen.progress_text
+            await pilot.pause(0.5)
+            row = table.get_row("prune-ffn-50")
+            assert row[1] != "not run" and float(row[1]) > 0  # MB
+            await pilot.press("escape")
+            assert type(app.screen).__name__ == "MonitorScreen"
+
+    asyncio.run(go())
+    after = {r["variant"]: r for r in History().compressions(cls_run)}
+    assert after["prune-ffn-50"]["status"] == "done" and after["prune-ffn-50"]["recover_steps"] == 20
+    assert after["prune-ffn-50"]["batch"] != (before.get("prune-ffn-50") or {}).get("batch")

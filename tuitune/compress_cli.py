@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 import sys
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 from tuitune.errors import TuituneError
 
@@ -17,6 +17,26 @@ VARIANTS = ("int8-dynamic", "bnb-8bit", "bnb-4bit-fp4", "bnb-4bit-nf4", "prune-3
             "prune-ffn-50", "cluster-16", "cluster-256")  # engine/compress.py builds them
 BASELINE = "fp32"
 ORDER = (BASELINE,) + VARIANTS
+
+
+def describe(variant: str) -> str:
+    """What a variant is, in one line (the engine's wording, without importing it)."""
+    if variant == BASELINE:
+        return "the run's model, fp32: the reference"
+    if variant == "int8-dynamic":
+        return "dynamic int8 for CPU (PyTorch): int8 Linear weights and activations, int8 embeddings"
+    if variant == "bnb-8bit":
+        return "bitsandbytes LLM.int8 weights"
+    if variant.startswith("bnb-4bit-"):
+        kind = variant.rsplit("-", 1)[1]
+        return f"bitsandbytes 4-bit {kind.upper()} ({'uniform' if kind == 'fp4' else 'non-uniform'} levels)"
+    if variant.startswith("prune-ffn-"):
+        return f"structured: {variant.rsplit('-', 1)[1]}% of feed-forward neurons removed per layer"
+    if variant.startswith("prune-"):
+        return f"magnitude pruning: {variant.rsplit('-', 1)[1]}% of Linear weights zeroed (global)"
+    if variant.startswith("cluster-"):
+        return f"k-means clustering: {variant.rsplit('-', 1)[1]}-entry codebook per layer"
+    return variant
 
 
 def add_parsers(sub, common) -> None:
