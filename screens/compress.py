@@ -34,7 +34,8 @@ class CompressScreen(BaseScreen):
     def __init__(self, run_id: int):
         super().__init__()
         self.run_id = run_id
-        self.task: Optional[str] = None
+        self.run_task: Optional[str] = None
+        self.run_status: Optional[str] = None
         self.rows: list[dict[str, Any]] = []
         self.recover_steps = 0
         self.running = False
@@ -72,12 +73,12 @@ class CompressScreen(BaseScreen):
         self.app.call_from_thread(self._show, run, rows)
 
     def _show(self, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        self.task = run.get("task")
-        self.status = run.get("status")
+        self.run_task = run.get("task")
+        self.run_status = run.get("status")
         self.rows = rows
         by = {r["variant"]: r for r in rows}
         shown = [by.get(v) or {"variant": v, "status": "not run", "reason": ""} for v in ORDER]
-        headers, cells = table_rows(shown, self.task, compact=True)
+        headers, cells = table_rows(shown, self.run_task, compact=True)
         table = self.query_one("#cmp-table", DataTable)
         cursor = table.cursor_row
         if len(table.columns) != len(headers):
@@ -98,6 +99,9 @@ class CompressScreen(BaseScreen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         self._detail()
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        self.action_run_one()  # enter on the focused table
 
     def _selected(self) -> str:
         table = self.query_one("#cmp-table", DataTable)
@@ -132,8 +136,8 @@ class CompressScreen(BaseScreen):
         if self.running:
             self.app.show_error("a compress is already running for this run: wait for it to finish")  # type: ignore[attr-defined]
             return
-        if getattr(self, "status", "completed") != "completed":
-            self.app.show_error(f"run {self.run_id} is {self.status}: compress needs a completed run")  # type: ignore[attr-defined]
+        if self.run_status not in (None, "completed"):
+            self.app.show_error(f"run {self.run_id} is {self.run_status}: compress needs a completed run")  # type: ignore[attr-defined]
             return
         self.running = True
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)

@@ -247,7 +247,8 @@ def test_gguf_round_trip_of_a_merged_llama_lora_run(tiny_llama, tmp_path):
         want = ref(input_ids=ids).logits
     files = {Path(g).name.rsplit("-", 1)[1]: Path(g) for g in res["gguf"]}
     assert set(files) == {"f16.gguf", "q8_0.gguf"}
-    for kind, tol in (("f16.gguf", 0.02), ("q8_0.gguf", 0.1)):
+    scale = float(want.abs().max())
+    for kind, tol in (("f16.gguf", 0.01 * scale), ("q8_0.gguf", 0.05 * scale)):
         g = files[kind]
         model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
         with torch.no_grad():
@@ -299,7 +300,7 @@ def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_ru
             await pilot.press("t")  # recovery steps 0 → 20
             assert screen.recover_steps == 20
             await pilot.press("enter")
-            await wait_for(pilot, lambda: screen.running, 10, "started")
+            await wait_for(pilot, lambda: screen.running or "finished" in screen.progress_text, 10, "started")
             await wait_for(pilot, lambda: not screen.running, 240, "compress finished")
             assert "finished" in screen.progress_text, screen.progress_text
             await pilot.pause(0.5)

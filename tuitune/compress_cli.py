@@ -198,6 +198,14 @@ def cmd_export_model(args, h) -> int:
     from tuitune.cli import _print_json
 
     run = _check_run(h, args.run)
+    # The checks that need no model, before an engine process starts (the engine checks them again).
+    if args.format == "gguf" and run["task"] not in ("sft", "dpo"):
+        raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run['id']} is {run['task']}: "
+                           "use --format safetensors")
+    if args.push_to_hub and any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
+                                for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        raise TuituneError("--push-to-hub needs the internet, but HF_HUB_OFFLINE is set: unset it, or export "
+                           "without --push-to-hub and upload the folder later")
     argv = [sys.executable, "-m", "tuitune.engine", "export-model", str(run["id"]), "--out", args.out,
             "--format", args.format] + (["--merge"] if args.merge else []) + \
            (["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])
