@@ -93,13 +93,13 @@ def cmd_table(args) -> int:
 
     h = History()
     run = h.get_run(args.run)
-    rows = ordered(h.compressions(run["id"]))
-    timed = side_by_side(run["id"], rows, args.rounds)
+    rows = ordered(h.compressions(run.id))
+    timed = side_by_side(run.id, rows, args.rounds)
     ref = next(r for r in rows if r["variant"] == "fp32")
     ref_t = timed["fp32"]
-    metric = "accuracy" if run["task"] == "classification" else ("perplexity" if run["task"] == "mlm" else "loss")
-    print(f"run {run['id']} ({run['name']}), {os.cpu_count()} CPU cores, torch threads {_threads()}; "
-          f"quality on the evaluation split ({len(_ids(run['id']))} examples)")
+    metric = "accuracy" if run.task == "classification" else ("perplexity" if run.task == "mlm" else "loss")
+    print(f"run {run.id} ({run.name}), {os.cpu_count()} CPU cores, torch threads {_threads()}; "
+          f"quality on the evaluation split ({len(_ids(run.id))} examples)")
     print(f"| variant | size MB | ×size | p50 ms (b1) | p95 ms | ×speed b1 | b32 ex/s | peak RSS MB | {metric} | Δ |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     goal = []

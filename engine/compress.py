@@ -65,9 +65,9 @@ class Source:
         from tuitune.engine.tasks import get_task
 
         run, model_dir = _run_model_dir(run_id)
-        self.run, self.run_id, self.model_dir = run, int(run["id"]), model_dir
+        self.run, self.run_id, self.model_dir = run, int(run.id), model_dir
         self.meta = json.loads((model_dir / "tuitune.json").read_text())
-        self.cfg = RunConfig.model_validate(run["config"])
+        self.cfg = RunConfig.model_validate(run.config)
         self.task = get_task(self.cfg)
         self.task.label_names = self.meta.get("label_names") or []
         self.task_name = self.meta["task"]

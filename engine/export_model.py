@@ -60,10 +60,10 @@ def _clean(metrics: dict[str, float]) -> dict[str, float]:
     return out
 
 
-def front_matter(run: dict, evals: dict[str, dict[str, float]], *, adapter: bool) -> dict[str, Any]:
+def front_matter(run, evals: dict[str, dict[str, float]], *, adapter: bool) -> dict[str, Any]:
     """The hub's model card metadata, with the run's final (and test) metrics as model-index values."""
-    cfg = run["config"]
-    task = run["task"]
+    cfg = run.config
+    task = run.task
     final = _clean(evals.get("final") or evals.get("eval") or {})
     test = _clean(evals.get("test") or {})
     base = _hub_name(cfg["model"]["name_or_path"])
@@ -82,27 +82,26 @@ def front_matter(run: dict, evals: dict[str, dict[str, float]], *, adapter: bool
         "pipeline_tag": PIPELINE_TAGS.get(task, "text-generation"),
         "tags": ["tuitune", task, cfg["method"]["name"]] + (["lora"] if cfg["method"]["name"] in ("lora", "qlora") else []),
         "metrics": shown,
-        "model-index": [{"name": run["name"] or f"run-{run['id']}", "results": results}],
+        "model-index": [{"name": run.name or f"run-{run.id}", "results": results}],
     }
     return meta
 
 
-def model_card(h: History, run: dict, *, adapter: bool, gguf_files: list[str] = ()) -> str:
+def model_card(h: History, run, *, adapter: bool, gguf_files: list[str] = (), label_names: list[str] = ()) -> str:
     import yaml
 
     from tuitune.compress_cli import markdown_table
 
-    evals = _evaluations(h, run["id"])
+    evals = _evaluations(h, run.id)
     meta = front_matter(run, evals, adapter=adapter)
-    cfg = run["config"]
+    cfg = run.config
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-             f"# {run['name'] or 'run ' + str(run['id'])}", "",
+             f"# {run.name or 'run ' + str(run.id)}", "",
              f"{meta['base_model']} fine-tuned with [tuitune](https://github.com/) ({cfg['method']['name']}) for "
-             f"{run['task']} on {meta['datasets'][0] if meta['datasets'] else 'its data'}."
+             f"{run.task} on {meta['datasets'][0] if meta['datasets'] else 'its data'}."
              + (" This folder holds the adapter; load it on the base model with peft." if adapter else ""), ""]
-    labels = (run.get("_meta") or {}).get("label_names")
-    if labels:
-        lines += [f"Labels: {', '.join(labels)}.", ""]
+    if label_names:
+        lines += [f"Labels: {', '.join(label_names)}.", ""]
     lines += ["## Evaluation", ""]
     phases = [p for p in ("baseline", "final", "test") if p in evals]
     keys = sorted({k for p in phases for k in _clean(evals[p])})
@@ -114,12 +113,12 @@ def model_card(h: History, run: dict, *, adapter: bool, gguf_files: list[str] = 
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
     else:
         lines.append("No evaluation was recorded.")
-    rows = h.compressions(run["id"])
+    rows = h.compressions(run.id)
     if any(r["status"] == "done" for r in rows):
         lines += ["", "## Compression", "",
                   "Measured by `tuitune compress` on the evaluation split, CPU, batch 1 latency and batch 32 "
                   "throughput (×size and ×speed against the fp32 model):", "",
-                  markdown_table(rows, run["task"])]
+                  markdown_table(rows, run.task)]
     if gguf_files:
         lines += ["", "## GGUF", "", "Files for llama.cpp and transformers (`gguf_file=`): "
                   + ", ".join(f"`{g}`" for g in gguf_files) + "."]
@@ -264,10 +263,10 @@ def write_gguf(model, tok, path: Path, qtype: str, name: str = "model") -> Path:
 
 # -- the export -----------------------------------------------------------------------------------------
 
-def _load_meta(run: dict) -> tuple[Path, dict]:
-    model_dir = Path(run["run_dir"] or "") / "model"
+def _load_meta(run) -> tuple[Path, dict]:
+    model_dir = Path(run.run_dir or "") / "model"
     if not (model_dir / "tuitune.json").exists():
-        raise TuituneError(f"run {run['id']} has no saved model (status {run['status']}): export needs a completed run")
+        raise TuituneError(f"run {run.id} has no saved model (status {run.status}): export needs a completed run")
     return model_dir, json.loads((model_dir / "tuitune.json").read_text())
 
 
@@ -289,8 +288,8 @@ def export(run_id: int, out: str, *, merge: bool = False, fmt: str = "safetensor
         tmp.mkdir()
         try:
             adapter, gguf_files = _write_model(run, model_dir, meta, tmp, merge=merge, fmt=fmt)
-            run["_meta"] = meta
-            (tmp / "README.md").write_text(model_card(h, run, adapter=adapter, gguf_files=gguf_files), encoding="utf-8")
+            card = model_card(h, run, adapter=adapter, gguf_files=gguf_files, label_names=meta.get("label_names") or [])
+            (tmp / "README.md").write_text(card, encoding="utf-8")
             if target.exists():
                 target.rmdir()
             tmp.rename(target)
@@ -306,11 +305,11 @@ def export(run_id: int, out: str, *, merge: bool = False, fmt: str = "safetensor
         h.close()
 
 
-def _write_model(run: dict, model_dir: Path, meta: dict, out: Path, *, merge: bool, fmt: str) -> tuple[bool, list[str]]:
+def _write_model(run, model_dir: Path, meta: dict, out: Path, *, merge: bool, fmt: str) -> tuple[bool, list[str]]:
     peft = bool(meta.get("peft"))
     if fmt == "gguf":
         if meta["task"] not in ("sft", "dpo"):
-            raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run['id']} is {meta['task']}: "
+            raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run.id} is {meta['task']}: "
                                "use --format safetensors")
     if peft and not merge and fmt == "safetensors":
         for f in model_dir.iterdir():  # the adapter as trained, plus tokenizer and tuitune metadata
@@ -319,11 +318,11 @@ def _write_model(run: dict, model_dir: Path, meta: dict, out: Path, *, merge: bo
         return True, []
     from tuitune.engine.compress import Source
 
-    src = Source(run["id"])
+    src = Source(run.id)
     model = src.load()  # fp32, adapter merged
     if fmt == "gguf":
         _check_llama(model)
-        stem = (run["name"] or f"run-{run['id']}").replace("/", "-")
+        stem = (run.name or f"run-{run.id}").replace("/", "-")
         files = []
         for q in ("f16", "q8_0"):
             files.append(write_gguf(model, src.tokenizer, out / f"{stem}-{q}.gguf", q, name=stem).name)

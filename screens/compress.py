@@ -16,7 +16,8 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
-from tuitune.compress_cli import BASELINE, ORDER, describe, engine_argv, run_engine, table_rows
+from tuitune.records import RunRecord
+from tuitune.compress_cli import BASELINE, ORDER, describe, table_rows
 from tuitune.screens.base import BaseScreen, explain
 
 RECOVER_CHOICES = (0, 20, 50, 100)
@@ -54,7 +55,7 @@ class CompressScreen(BaseScreen):
     def on_mount(self) -> None:
         self.query_one("#cmp-table", DataTable).focus()
         self._tick()
-        self.set_interval(self.app.poll_s, self._tick)  # type: ignore[attr-defined]
+        self.set_interval(self.tuitune.poll_s, self._tick)
 
     # -- reading the history ---------------------------------------------------------------------
     def _tick(self) -> None:
@@ -64,17 +65,17 @@ class CompressScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="cmp-load")
     def _load(self) -> None:
-        store = self.app.store  # type: ignore[attr-defined]
+        store = self.tuitune.store
         try:
             run = store.run(self.run_id)
-            rows = store.h.compressions(self.run_id)
+            rows = store.compressions(self.run_id)
         finally:
             self._busy = False
         self.app.call_from_thread(self._show, run, rows)
 
-    def _show(self, run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
-        self.run_task = run.get("task")
-        self.run_status = run.get("status")
+    def _show(self, run: RunRecord, rows: list[dict[str, Any]]) -> None:
+        self.run_task = run.task
+        self.run_status = run.status
         self.rows = rows
         by = {r["variant"]: r for r in rows}
         shown = [by.get(v) or {"variant": v, "status": "not run", "reason": ""} for v in ORDER]
@@ -92,7 +93,7 @@ class CompressScreen(BaseScreen):
             table.add_row(*c, key=c[0])
         if cursor is not None and 0 <= cursor < table.row_count:
             table.move_cursor(row=cursor)
-        title = (f"run {self.run_id} · compress · {run.get('name') or ''} · recover steps {self.recover_steps}"
+        title = (f"run {self.run_id} · compress · {run.name or ''} · recover steps {self.recover_steps}"
                  + (" · running…" if self.running else ""))
         self.query_one("#cmp-title", Static).update(escape(title))
         self._detail()
@@ -134,10 +135,10 @@ class CompressScreen(BaseScreen):
 
     def _start(self, variants: list[str]) -> None:
         if self.running:
-            self.app.show_error("a compress is already running for this run: wait for it to finish")  # type: ignore[attr-defined]
+            self.tuitune.show_error("a compress is already running for this run: wait for it to finish")
             return
         if self.run_status not in (None, "completed"):
-            self.app.show_error(f"run {self.run_id} is {self.run_status}: compress needs a completed run")  # type: ignore[attr-defined]
+            self.tuitune.show_error(f"run {self.run_id} is {self.run_status}: compress needs a completed run")
             return
         self.running = True
         self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
@@ -147,8 +148,8 @@ class CompressScreen(BaseScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="cmp-run")
     def _compress(self, variants: list[str], recover_steps: int) -> None:
         try:
-            run_engine(engine_argv(self.run_id, variants, recover_steps),
-                       lambda msg: self.app.call_from_thread(self._set_status, msg))
+            self.tuitune.store.compress(self.run_id, variants, recover_steps,
+                                        lambda msg: self.app.call_from_thread(self._set_status, msg))
             self.app.call_from_thread(self._finished, "")
         except Exception as err:  # noqa: BLE001 - one line in a dialog
             self.app.call_from_thread(self._finished, explain(err))
@@ -169,7 +170,7 @@ class CompressScreen(BaseScreen):
         self._tick()
         if error:
             self._set_status(f"compress failed: {error}")
-            self.app.show_error(error)  # type: ignore[attr-defined]
+            self.tuitune.show_error(error)
         else:
             self._set_status("compress finished: the table holds every variant measured for this run")
 

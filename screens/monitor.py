@@ -319,12 +319,10 @@ class MonitorScreen(BaseScreen):
         self.post_message(messages.PredictRun(self.run_id))
 
     def action_compress(self) -> None:
-        if self.run.get("status") != "completed":
-            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: compress needs a completed run")  # type: ignore[attr-defined]
+        if self._status() != "completed":
+            self.tuitune.show_error(f"run {self.run_id} is {self._status()}: compress needs a completed run")
             return
-        from tuitune.screens.compress import CompressScreen
-
-        self.app.push_screen(CompressScreen(self.run_id))
+        self.post_message(messages.CompressRun(self.run_id))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

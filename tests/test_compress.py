@@ -313,3 +313,13 @@ def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_ru
     after = {r["variant"]: r for r in History().compressions(cls_run)}
     assert after["prune-ffn-50"]["status"] == "done" and after["prune-ffn-50"]["recover_steps"] == 20
     assert after["prune-ffn-50"]["batch"] != (before.get("prune-ffn-50") or {}).get("batch")
+
+
+def test_compress_cli_and_view_import_no_torch():
+    import sys
+
+    code = ("import sys, tuitune.cli, tuitune.compress_cli, tuitune.screens.compress, tuitune.runstore\n"
+            "heavy = [m for m in ('torch','transformers','peft','bitsandbytes','gguf') if m in sys.modules]\n"
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr

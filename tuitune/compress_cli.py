@@ -166,8 +166,8 @@ def run_engine(argv: list[str], on_progress: Optional[Callable[[str], None]] = N
 
 def _check_run(h, run_ref) -> dict:
     run = h.get_run(run_ref)
-    if run["status"] != "completed":
-        raise TuituneError(f"run {run['id']} is {run['status']}: compress and export need a completed run")
+    if run.status != "completed":
+        raise TuituneError(f"run {run.id} is {run.status}: compress and export need a completed run")
     return run
 
 
@@ -181,16 +181,16 @@ def cmd_compress(args, h) -> int:
         raise TuituneError("--recover-steps must be ≥ 0")
     if not args.show:
         progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-        run_engine(engine_argv(run["id"], args.variant, args.recover_steps), progress)
-    rows = h.compressions(run["id"])
+        run_engine(engine_argv(run.id, args.variant, args.recover_steps), progress)
+    rows = h.compressions(run.id)
     if not rows:
-        raise TuituneError(f"run {run['id']} has no compressed variants yet: `tuitune compress {run['id']}`")
+        raise TuituneError(f"run {run.id} has no compressed variants yet: `tuitune compress {run.id}`")
     if args.json:
-        _print_json({"id": run["id"], "task": run["task"], "variants": ordered(rows)})
+        _print_json({"id": run.id, "task": run.task, "variants": ordered(rows)})
         return 0
-    headers, cells = table_rows(rows, run["task"])
+    headers, cells = table_rows(rows, run.task)
     print(_table(cells, headers))
-    print(f"variants in {os.path.join(run['run_dir'], 'compressed')}")
+    print(f"variants in {os.path.join(run.run_dir, 'compressed')}")
     return 0 if any(r["status"] == "done" and r["variant"] != BASELINE for r in rows) else 1
 
 
@@ -199,14 +199,14 @@ def cmd_export_model(args, h) -> int:
 
     run = _check_run(h, args.run)
     # The checks that need no model, before an engine process starts (the engine checks them again).
-    if args.format == "gguf" and run["task"] not in ("sft", "dpo"):
-        raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run['id']} is {run['task']}: "
+    if args.format == "gguf" and run.task not in ("sft", "dpo"):
+        raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run.id} is {run.task}: "
                            "use --format safetensors")
     if args.push_to_hub and any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")
                                 for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         raise TuituneError("--push-to-hub needs the internet, but HF_HUB_OFFLINE is set: unset it, or export "
                            "without --push-to-hub and upload the folder later")
-    argv = [sys.executable, "-m", "tuitune.engine", "export-model", str(run["id"]), "--out", args.out,
+    argv = [sys.executable, "-m", "tuitune.engine", "export-model", str(run.id), "--out", args.out,
             "--format", args.format] + (["--merge"] if args.merge else []) + \
            (["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])
     out = run_engine(argv)
