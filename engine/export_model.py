@@ -31,12 +31,8 @@ def _hub_name(name: Optional[str]) -> Optional[str]:
 
 
 def _dataset_name(name: Optional[str]) -> Optional[str]:
-    if not name:
-        return None
-    if demo.is_demo(name):
-        return {"demo:bbc-news": "SetFit/bbc-news", "demo:chat": "chatterbot/english",
-                "demo:chat-pairs": "chatterbot/english", "demo:tweets": "tweets"}.get(name, name)
-    return name
+    """As configured: a hub id stays one; a demo set or a local file keeps its tuitune name."""
+    return name or None
 
 
 # -- the model card ----------------------------------------------------------------------------------
@@ -97,7 +93,7 @@ def model_card(h: History, run, *, adapter: bool, gguf_files: list[str] = (), la
     cfg = run.config
     lines = ["---", yaml.safe_dump(meta, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
              f"# {run.name or 'run ' + str(run.id)}", "",
-             f"{meta['base_model']} fine-tuned with [tuitune](https://github.com/) ({cfg['method']['name']}) for "
+             f"{meta['base_model']} fine-tuned with tuitune ({cfg['method']['name']}) for "
              f"{run.task} on {meta['datasets'][0] if meta['datasets'] else 'its data'}."
              + (" This folder holds the adapter; load it on the base model with peft." if adapter else ""), ""]
     if label_names:

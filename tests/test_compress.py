@@ -253,8 +253,9 @@ def test_gguf_round_trip_of_a_merged_llama_lora_run(tiny_llama, tmp_path):
         model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
         with torch.no_grad():
             got = model(input_ids=ids).logits
-        assert (got - want).abs().max() < tol, (kind, (got - want).abs().max())
-        assert (got.argmax(-1) == want.argmax(-1)).float().mean() > 0.9
+        assert (got - want).abs().max() < tol, (kind, (got - want).abs().max(), scale)
+        prob_gap = (got.softmax(-1) - want.softmax(-1)).abs().max()
+        assert prob_gap < (0.01 if kind == "f16.gguf" else 0.05), (kind, prob_gap)
     assert files["q8_0.gguf"].stat().st_size < files["f16.gguf"].stat().st_size
     meta = export_model.parse_front_matter((tmp_path / "out" / "README.md").read_text())
     assert meta["pipeline_tag"] == "text-generation" and "loss" in meta["metrics"]
