@@ -24,7 +24,7 @@ def describe(variant: str) -> str:
     if variant == BASELINE:
         return "the run's model, fp32: the reference"
     if variant == "int8-dynamic":
-        return "dynamic int8 for CPU (PyTorch): int8 Linear weights and activations, int8 embeddings"
+        return "dynamic int8 for CPU (PyTorch): per-channel int8 Linear weights, int8 activations and embeddings"
     if variant == "bnb-8bit":
         return "bitsandbytes LLM.int8 weights"
     if variant.startswith("bnb-4bit-"):
