@@ -116,7 +116,8 @@ class CompressScreen(BaseScreen):
         if r and r.get("reason"):
             text += f"\n{r['status']}: {r['reason']}"
         elif r and r["status"] == "done":
-            text += f"\n{r.get('path') or ''}"
+            q = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
+            text += f"\np95 {r['latency_p95_ms']:.1f} ms · {q}"
         self.query_one("#cmp-detail", Static).update(text)
 
     # -- running -----------------------------------------------------------------------------------

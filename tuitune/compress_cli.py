@@ -75,15 +75,18 @@ def ordered(rows: list[dict]) -> list[dict]:
 
 
 def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) -> tuple[list[str], list[list[str]]]:
-    """Headers and text cells: size and speed against fp32, quality and its change."""
+    """Headers and text cells: size and speed against fp32, quality and its change. `compact` (the
+    80-column view) leaves out p95 latency and F1, and uses short headers."""
     metric, higher = _main_metric(task)
     ref = next((r for r in rows if r["variant"] == BASELINE and r["status"] == "done"), None)
     ref_q = (ref or {}).get("metrics", {}).get(metric)
-    headers = ["variant", "MB", "×size", "p50 ms", "p95 ms", "×speed", "b32/s", "RSS MB",
-               metric[:3] if compact and metric == "accuracy" else ("ppl" if compact and metric == "perplexity" else metric),
-               "Δ"]
-    if task == "classification" and not compact:
-        headers.insert(-1, "f1")
+    short = {"accuracy": "acc", "perplexity": "ppl", "loss": "loss"}[metric]
+    if compact:
+        headers = ["variant", "MB", "×size", "p50ms", "×spd", "b32/s", "RSS", short, "Δ"]
+    else:
+        headers = ["variant", "MB", "×size", "p50 ms", "p95 ms", "×speed", "b32/s", "RSS MB", metric, "Δ"]
+        if task == "classification":
+            headers.insert(-1, "f1")
     out = []
     for r in ordered(rows):
         if r["status"] != "done":
@@ -94,10 +97,13 @@ def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) 
         q = r["metrics"].get(metric)
         cells = [r["variant"], f"{r['size_bytes'] / 1e6:.1f}",
                  f"{r['size_bytes'] / ref['size_bytes']:.2f}" if ref else "-",
-                 f"{r['latency_p50_ms']:.1f}", f"{r['latency_p95_ms']:.1f}",
-                 f"{ref['latency_p50_ms'] / r['latency_p50_ms']:.2f}" if ref else "-",
-                 f"{r['throughput']:.0f}", f"{(r.get('peak_rss') or 0) / 2**20:.0f}",
-                 "-" if q is None else (f"{q:.4f}" if metric == "accuracy" else f"{q:.3f}")]
+                 f"{r['latency_p50_ms']:.1f}"]
+        if not compact:
+            cells.append(f"{r['latency_p95_ms']:.1f}")
+        cells += [f"{ref['latency_p50_ms'] / r['latency_p50_ms']:.2f}" if ref else "-",
+                  f"{r['throughput']:.0f}", f"{(r.get('peak_rss') or 0) / 2**20:.0f}",
+                  "-" if q is None else (f"{q:.4f}" if metric == "accuracy" and not compact else
+                                         f"{q:.3f}")]
         if task == "classification" and not compact:
             cells.append(f"{r['metrics'].get('f1', 0):.4f}")
         if q is None or ref_q is None:
