@@ -5,9 +5,9 @@
 
 1. `tuitune compress RUN` builds every variant and measures it (size, quality on the evaluation split,
    peak RSS in its own process).
-2. This script then loads every variant folder in ONE process and times them alternately, round after
-   round (batch 1 latency over the same 40 examples, batch 32 throughput), so machine drift hits all
-   variants alike. Prints the table and whether the goal is met: a variant ≤ 1/3 of the fp32 size,
+2. This script then loads every variant folder in ONE process and times batch-1 latency alternately,
+   round after round (the same 40 examples; the order flips every round), so machine drift hits all
+   variants alike. Throughput at batch 32, peak RSS and quality come from step 1. Prints the table and whether the goal is met: a variant ≤ 1/3 of the fp32 size,
    ≥ 1.5× its batch-1 speed, losing ≤ 1 accuracy point.
 
 `--candidates` compares the dynamic-int8 back-ends for CPU on the run's model, alternating: PyTorch
@@ -61,19 +61,17 @@ def side_by_side(run_id: int, rows: list[dict], rounds: int) -> dict[str, dict]:
     inputs = src.eval_inputs()
     models = {r["variant"]: compress.load_variant(r["path"]) for r in rows if r["status"] == "done"}
     lat: dict[str, list[float]] = {v: [] for v in models}
-    thr: dict[str, list[float]] = {v: [] for v in models}
     with torch.inference_mode():
         for rnd in range(rounds):
             order = list(models) if rnd % 2 == 0 else list(reversed(models))
             for v in order:
                 f = lambda b, m=models[v]: m(**b)  # noqa: E731
                 lat[v] += _lat(f, inputs["single"])
-                thr[v].append(_thr(f, inputs["batch"]))
             print(f"round {rnd + 1}/{rounds} timed", file=sys.stderr, flush=True)
     out = {}
     for v in models:
         s = sorted(lat[v])
-        out[v] = {"p50": statistics.median(s), "p95": s[int(0.95 * (len(s) - 1))], "thr": statistics.median(thr[v])}
+        out[v] = {"p50": statistics.median(s), "p95": s[int(0.95 * (len(s) - 1))]}
     return out
 
 
@@ -114,7 +112,7 @@ def cmd_table(args) -> int:
         speed = ref_t["p50"] / t["p50"]
         delta = (100 * (q - q0)) if metric == "accuracy" else (q - q0)
         print(f"| {v} | {r['size_bytes'] / 1e6:.1f} | {size_ratio:.2f} | {t['p50']:.1f} | {t['p95']:.1f} | "
-              f"{speed:.2f} | {t['thr']:.0f} | {(r.get('peak_rss') or 0) / 2**20:.0f} | {q:.4f} | "
+              f"{speed:.2f} | {r['throughput']:.0f} | {(r.get('peak_rss') or 0) / 2**20:.0f} | {q:.4f} | "
               + (f"{delta:+.1f} pt |" if metric == "accuracy" else f"{delta:+.3f} |"))
         if v != "fp32" and size_ratio <= 1 / 3 and speed >= 1.5 and (metric != "accuracy" or delta >= -1.0):
             goal.append(v)
