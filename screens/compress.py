@@ -54,6 +54,7 @@ class CompressScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self.query_one("#cmp-table", DataTable).focus()
+        self.query_one("#cmp-progress", ProgressBar).display = False  # shown once a compress starts
         self._tick()
         self.set_interval(self.tuitune.poll_s, self._tick)
 
@@ -93,8 +94,8 @@ class CompressScreen(BaseScreen):
             table.add_row(*c, key=c[0])
         if cursor is not None and 0 <= cursor < table.row_count:
             table.move_cursor(row=cursor)
-        title = (f"run {self.run_id} · compress · {run.name or ''} · recover steps {self.recover_steps}"
-                 + (" · running…" if self.running else ""))
+        title = (f"run {self.run_id} · {run.name or ''} · recover steps {self.recover_steps} · "
+                 + ("running…" if self.running else "enter: run selected"))
         self.query_one("#cmp-title", Static).update(escape(title))
         self._detail()
 
@@ -142,7 +143,9 @@ class CompressScreen(BaseScreen):
             self.tuitune.show_error(f"run {self.run_id} is {self.run_status}: compress needs a completed run")
             return
         self.running = True
-        self.query_one("#cmp-progress", ProgressBar).update(total=None, progress=0)
+        bar = self.query_one("#cmp-progress", ProgressBar)
+        bar.display = True
+        bar.update(total=None, progress=0)
         self._set_status("starting the engine (loading the model and the evaluation split)…")
         self._compress(variants, self.recover_steps)
 
