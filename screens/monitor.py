@@ -143,6 +143,7 @@ class MonitorScreen(BaseScreen):
         Binding("i", "predict", "Predict"),
         Binding("v", "evaluation", "Eval detail"),
         Binding("l", "raw_log", "Raw log"),
+        Binding("c", "compress", "Compress"),
     ]
 
     def __init__(self, run_id: int):
@@ -354,6 +355,12 @@ class MonitorScreen(BaseScreen):
             self.tuitune.show_error(f"run {self.run_id} is {self._status()}: predict needs a completed run")
             return
         self.post_message(messages.PredictRun(self.run_id))
+
+    def action_compress(self) -> None:
+        if self._status() != "completed":
+            self.tuitune.show_error(f"run {self.run_id} is {self._status()}: compress needs a completed run")
+            return
+        self.post_message(messages.CompressRun(self.run_id))
 
 
 class CompareScreen(BaseScreen):

@@ -116,6 +116,12 @@ class TuituneApp(App):
 
         self.push_screen(EvaluationScreen(message.run_id, message.step))
 
+    @on(messages.CompressRun)
+    def compress_run(self, message: messages.CompressRun) -> None:
+        from tuitune.screens.compress import CompressScreen
+
+        self.push_screen(CompressScreen(message.run_id))
+
     @on(messages.CompareRuns)
     def compare_runs(self, message: messages.CompareRuns) -> None:
         from tuitune.screens.monitor import CompareScreen

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tuitune import compress_cli
 from tuitune.errors import TuituneError
 from tuitune.formatting import (eta_seconds, f1_changes, fmt_change, fmt_clock, fmt_duration, fmt_metric,
                                  fmt_resources, fmt_time, probe_timeline, real_metrics, resources, short)
@@ -100,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    compress_cli.add_parsers(sub, common)
     return p
 
 
@@ -597,7 +599,7 @@ def _print_final(s: dict) -> None:
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
             "delete": cmd_delete, "follow": cmd_follow, "presets": cmd_presets, "predict": cmd_predict,
             "compare": cmd_compare, "merge": cmd_merge, "config": cmd_config, "export": cmd_export,
-            "errors": cmd_errors}
+            "errors": cmd_errors, **compress_cli.COMMANDS}
 
 
 def _warnings_to_stderr() -> None:
