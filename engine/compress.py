@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 from tuitune.history import History
+from tuitune.tasks import task_spec
 
 from tuitune.compress_cli import BASELINE, VARIANTS, describe  # noqa: F401 - one list of names for CLI, UI and engine
 
@@ -71,6 +72,7 @@ class Source:
         self.task = get_task(self.cfg)
         self.task.label_names = self.meta.get("label_names") or []
         self.task_name = self.meta["task"]
+        self.spec = task_spec(self.task_name)
         self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
@@ -88,7 +90,7 @@ class Source:
         import torch
 
         kw: dict[str, Any] = {"dtype": torch.float32}
-        if self.task_name == "classification" and self.task.label_names:
+        if self.spec.has_labels and self.task.label_names:
             kw.update(self.task.model_kwargs())
         if self.meta.get("peft"):
             from peft import PeftModel
@@ -110,7 +112,7 @@ class Source:
     def data(self):
         """(train, validation) datasets of token ids, tokenized the way the run was."""
         if self._data is None:
-            if self.task_name in ("sft", "dpo"):
+            if self.spec.is_causal:
                 self._data = self._causal_data()
             else:
                 ds = self.task.prepare(self.tokenizer)
@@ -161,9 +163,9 @@ class Source:
         from transformers import DataCollatorForLanguageModeling, DataCollatorWithPadding
 
         tok = self.tokenizer
-        if self.task_name == "mlm":
+        if self.spec.predicts == "fill-mask":
             base = DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=self.cfg.data.mlm_probability)
-        elif self.task_name in ("sft", "dpo"):
+        elif self.spec.is_causal:
             base = DataCollatorForLanguageModeling(tok, mlm=False)
         else:
             base = DataCollatorWithPadding(tok)
@@ -604,10 +606,12 @@ def variant_meta(path: Path) -> dict[str, Any]:
 
 
 def _task_class(task: str):
+    """The Auto class for a task's models, from what the task predicts."""
     import transformers
 
-    return {"classification": transformers.AutoModelForSequenceClassification,
-            "mlm": transformers.AutoModelForMaskedLM}.get(task, transformers.AutoModelForCausalLM)
+    return {"labels": transformers.AutoModelForSequenceClassification,
+            "fill-mask": transformers.AutoModelForMaskedLM}.get(task_spec(task).predicts,
+                                                                transformers.AutoModelForCausalLM)
 
 
 def load_variant(path: str | Path):
@@ -661,7 +665,7 @@ def quality(model, inputs: dict[str, Any]) -> dict[str, float]:
     import torch
     import torch.nn.functional as F
 
-    task = inputs["task"]
+    spec = task_spec(inputs["task"])
     preds, refs = [], []
     loss_sum, tokens = 0.0, 0
     with torch.inference_mode():
@@ -669,16 +673,16 @@ def quality(model, inputs: dict[str, Any]) -> dict[str, float]:
             feed = {k: v for k, v in b.items() if k not in ("labels", "special_tokens_mask")}
             logits = model(**feed).logits.float()
             labels = b["labels"]
-            if task == "classification":
+            if spec.predicts == "labels":
                 preds.append(logits.argmax(-1))
                 refs.append(labels)
                 continue
-            if task in ("sft", "dpo"):
+            if spec.is_causal:
                 logits, labels = logits[:, :-1], labels[:, 1:]
             mask = labels != -100
             loss_sum += float(F.cross_entropy(logits[mask], labels[mask], reduction="sum"))
             tokens += int(mask.sum())
-    if task == "classification":
+    if spec.predicts == "labels":
         from tuitune.engine.tasks import macro_f1
 
         p, r = torch.cat(preds).numpy(), torch.cat(refs).numpy()

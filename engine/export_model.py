@@ -14,9 +14,8 @@ from typing import Any, Optional
 from tuitune import demo
 from tuitune.errors import TuituneError
 from tuitune.history import History
+from tuitune.tasks import task_spec
 
-PIPELINE_TAGS = {"classification": "text-classification", "mlm": "fill-mask", "sft": "text-generation",
-                 "dpo": "text-generation"}
 MODEL_FILES = (".safetensors", ".bin", ".json", ".txt", ".model", ".jinja", ".gguf")
 
 
@@ -69,13 +68,13 @@ def front_matter(run, evals: dict[str, dict[str, float]], *, adapter: bool) -> d
     for split, values in (("validation", final), ("test", test)):
         ms = [{"type": k, "value": round(values[k], 6), "name": f"{split} {k}"} for k in shown if k in values]
         if ms:
-            results.append({"task": {"type": PIPELINE_TAGS.get(task, task)},
+            results.append({"task": {"type": task_spec(task).pipeline_tag},
                             "dataset": {"name": dataset, "type": dataset, "split": split}, "metrics": ms})
     meta: dict[str, Any] = {
         "base_model": base,
         "datasets": [dataset] if dataset else [],
         "library_name": "peft" if adapter else "transformers",
-        "pipeline_tag": PIPELINE_TAGS.get(task, "text-generation"),
+        "pipeline_tag": task_spec(task).pipeline_tag,
         "tags": ["tuitune", task, cfg["method"]["name"]] + (["lora"] if cfg["method"]["name"] in ("lora", "qlora") else []),
         "metrics": shown,
         "model-index": [{"name": run.name or f"run-{run.id}", "results": results}],
@@ -304,7 +303,7 @@ def export(run_id: int, out: str, *, merge: bool = False, fmt: str = "safetensor
 def _write_model(run, model_dir: Path, meta: dict, out: Path, *, merge: bool, fmt: str) -> tuple[bool, list[str]]:
     peft = bool(meta.get("peft"))
     if fmt == "gguf":
-        if meta["task"] not in ("sft", "dpo"):
+        if not task_spec(meta["task"]).is_causal:
             raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run.id} is {meta['task']}: "
                                "use --format safetensors")
     if peft and not merge and fmt == "safetensors":

@@ -12,6 +12,7 @@ import sys
 from typing import Callable, Optional
 
 from tuitune.errors import TuituneError
+from tuitune.tasks import MAXIMIZE, TASKS
 
 VARIANTS = ("int8-dynamic", "bnb-8bit", "bnb-4bit-fp4", "bnb-4bit-nf4", "prune-30", "prune-50", "prune-70",
             "prune-ffn-50", "cluster-16", "cluster-256")  # engine/compress.py builds them
@@ -61,12 +62,16 @@ def add_parsers(sub, common) -> None:
 # -- the table ---------------------------------------------------------------------------------------
 
 def _main_metric(task: Optional[str]) -> tuple[str, bool]:
-    """(quality metric shown, higher is better)."""
-    if task == "classification":
-        return "accuracy", True
-    if task == "mlm":
-        return "perplexity", False
-    return "loss", False
+    """(quality metric shown, higher is better): the task's main metric (compress measures each task's
+    first metric: accuracy, perplexity or loss)."""
+    if task not in TASKS:
+        return "loss", False
+    spec = TASKS[task]
+    return spec.main_metric, spec.direction(spec.main_metric) == MAXIMIZE
+
+
+def _with_f1(task: Optional[str]) -> bool:
+    return task in TASKS and TASKS[task].predicts == "labels"
 
 
 def ordered(rows: list[dict]) -> list[dict]:
@@ -85,7 +90,7 @@ def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) 
         headers = ["variant", "MB", "×size", "p50ms", "×spd", "b32/s", "RSS", short, "Δ"]
     else:
         headers = ["variant", "MB", "×size", "p50 ms", "p95 ms", "×speed", "b32/s", "RSS MB", metric, "Δ"]
-        if task == "classification":
+        if _with_f1(task):
             headers.insert(-1, "f1")
     out = []
     for r in ordered(rows):
@@ -104,7 +109,7 @@ def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) 
                   f"{r['throughput']:.0f}", f"{(r.get('peak_rss') or 0) / 2**20:.0f}",
                   "-" if q is None else (f"{q:.4f}" if metric == "accuracy" and not compact else
                                          f"{q:.3f}")]
-        if task == "classification" and not compact:
+        if _with_f1(task) and not compact:
             cells.append(f"{r['metrics'].get('f1', 0):.4f}")
         if q is None or ref_q is None:
             cells.append("-")
@@ -205,7 +210,7 @@ def cmd_export_model(args, h) -> int:
 
     run = _check_run(h, args.run)
     # The checks that need no model, before an engine process starts (the engine checks them again).
-    if args.format == "gguf" and run.task not in ("sft", "dpo"):
+    if args.format == "gguf" and not (run.task in TASKS and TASKS[run.task].is_causal):
         raise TuituneError(f"GGUF export is for causal LMs (sft/dpo runs); run {run.id} is {run.task}: "
                            "use --format safetensors")
     if args.push_to_hub and any(os.environ.get(k, "").lower() in ("1", "true", "yes", "on")

@@ -65,6 +65,7 @@ class TaskSpec:
     default_probes: tuple[str, ...] = ()  # inputs answered at every evaluation unless evaluation.probes says
     class_report: bool = False  # evaluations store per-class precision/recall/F1, the confusion matrix, errors
     pairs: bool = False  # each example is two sequences (DPO: chosen and rejected)
+    pipeline_tag: str = "text-generation"  # the hub's pipeline tag for an exported model card
 
     @property
     def main_metric(self) -> str:
@@ -95,12 +96,14 @@ _CAUSAL = dict(predicts="generation", head_modules=("lm_head",), families=("deco
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("classification", {"accuracy": MAXIMIZE, "f1": MAXIMIZE, "loss": MINIMIZE}, predicts="labels",
              head_modules=("classifier", "pooler", "score", "pre_classifier"), families=("encoder", "decoder"),
-             has_labels=True, new_head=True, peft_task_type="SEQ_CLS", prompt_task_type="SEQ_CLS", class_report=True),
+             has_labels=True, new_head=True, peft_task_type="SEQ_CLS", prompt_task_type="SEQ_CLS", class_report=True,
+             pipeline_tag="text-classification"),
     # peft has no masked-LM task type: None works for LoRA / IA3; prompt learning forwards labels as FEATURE_EXTRACTION
     TaskSpec("mlm", {"perplexity": MINIMIZE, "loss": MINIMIZE, "top1_accuracy": MAXIMIZE, "top5_accuracy": MAXIMIZE},
              predicts="fill-mask",
              head_modules=("cls", "lm_head", "vocab_projector", "vocab_transform", "vocab_layer_norm"),
-             families=("encoder",), prompt_task_type="FEATURE_EXTRACTION", default_probes=_MLM_PROBES),
+             families=("encoder",), prompt_task_type="FEATURE_EXTRACTION", default_probes=_MLM_PROBES,
+             pipeline_tag="fill-mask"),
     TaskSpec("sft", {"loss": MINIMIZE, "perplexity": MINIMIZE, "mean_token_accuracy": MAXIMIZE}, **_CAUSAL),
     TaskSpec("dpo", {"loss": MINIMIZE, "rewards/accuracies": MAXIMIZE, "rewards/margins": MAXIMIZE}, **_CAUSAL, pairs=True,
              unsupported_methods=frozenset({"prompt_tuning", "prefix_tuning"})),
