@@ -38,6 +38,42 @@ def cls_run(home, tiny_bert, tiny_csv):
         os.environ["TUITUNE_HOME"] = old or ""
 
 
+@pytest.fixture(scope="module")
+def bpe_llama(tmp_path_factory) -> Path:
+    """A 2-layer, 64-wide Llama with a 512-token byte-level BPE vocabulary trained here on the demo chat
+    text, with a ChatML template: the shape of SmolLM2 (tied embeddings, GQA) at a fraction of its
+    49k-token vocabulary, which the GGUF writer and transformers' GGUF reader would walk several times."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    from conftest import _pretrain_a_little
+    from tuitune.datasources import _chat
+
+    out = tmp_path_factory.mktemp("bpe-llama")
+    texts = [m["content"] for conv in _chat()["messages"][:200] for m in conv]
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=512, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                  pad_token="<|endoftext|>", unk_token="<|endoftext|>")
+    tok.chat_template = ("{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+                         "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, head_dim=16, max_position_embeddings=512,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(cfg)
+    _pretrain_a_little(model, tok)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
 def _digest(folder: Path) -> str:
     h = hashlib.sha256()
     for f in sorted(folder.rglob("*")):
@@ -228,13 +264,13 @@ def test_export_model_writes_model_tokenizer_labels_and_a_card(shared_home, cls_
     assert len(offline.stderr.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
 
 
-def test_gguf_round_trip_of_a_merged_llama_lora_run(tiny_llama, tmp_path):
+def test_gguf_round_trip_of_a_merged_llama_lora_run(bpe_llama, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
     from tuitune.engine import compress, export_model
 
-    cfg = tiny_config(tiny_llama, "demo:chat", task="sft", method={"name": "lora"},
+    cfg = tiny_config(bpe_llama, "demo:chat", task="sft", method={"name": "lora"},
                       data={"path": "demo:chat", "max_length": 48, "max_train_samples": 32, "max_eval_samples": 16,
                             "label_column": None, "messages_column": "messages"})
     cfg["training"].update(learning_rate=1e-2, max_steps=3, eval_steps=3)
