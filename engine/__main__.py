@@ -35,7 +35,8 @@ def main(argv=None) -> int:
     c.add_argument("run_id", type=int)
     c.add_argument("--variant", action="append", default=[])
     c.add_argument("--recover-steps", type=int, default=0)
-    c.add_argument("--in-process", action="store_true", help="measure in this process (no peak RSS isolation)")
+    c.add_argument("--in-process", action="store_true", help="measure in this process (no peak RSS isolation; "
+                   "TUITUNE_COMPRESS_IN_PROCESS=1 does the same for a compress started by the CLI or the UI)")
     cm = sub.add_parser("compress-measure")
     cm.add_argument("path")
     cm.add_argument("inputs")
@@ -68,7 +69,8 @@ def main(argv=None) -> int:
             if args.cmd == "compress-measure":
                 return compress.measure_main(args.path, args.inputs)
             rows = compress.compress(args.run_id, args.variant or None, recover_steps=args.recover_steps,
-                                     isolate=not args.in_process,
+                                     isolate=not (args.in_process
+                                                  or os.environ.get("TUITUNE_COMPRESS_IN_PROCESS") == "1"),
                                      progress=lambda msg: print(json.dumps({"progress": msg}), flush=True))
             print(json.dumps({"rows": rows}))
             return 0

@@ -302,7 +302,7 @@ def test_gguf_round_trip_of_a_merged_llama_lora_run(bpe_llama, tmp_path):
     assert rows["fp32"]["metrics"]["loss"] > 0 and rows["cluster-16"]["status"] == "done"
 
 
-def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_run):
+def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_run, monkeypatch):
     import asyncio
     import time
 
@@ -311,6 +311,9 @@ def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_ru
     from tuitune.history import History
 
     before = {r["variant"]: r for r in History().compressions(cls_run)}
+    # The engine measures in its own process here (a fresh process per variant, which the CLI test covers,
+    # costs a torch + transformers import each: most of this test's time).
+    monkeypatch.setenv("TUITUNE_COMPRESS_IN_PROCESS", "1")
 
     async def wait_for(pilot, cond, timeout=180.0, what="condition"):
         t = time.monotonic()
