@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tuitune import sweep_cli
 from tuitune.errors import TuituneError
 from tuitune.generation import add_generation_flags, generation_argv
 from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
@@ -43,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
 
     ls = sub.add_parser("runs", parents=[common], help="list the run history")
-    ls.add_argument("--status", choices=["queued", "running", "completed", "failed", "stopped", "crashed"])
+    ls.add_argument("--status", choices=["queued", "running", "completed", "failed", "stopped", "crashed", "pruned"])
     ls.add_argument("--limit", type=int, default=50)
 
     for name, help_ in (("show", "a run's config, status, metrics and paths"),
@@ -73,6 +74,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--top-k", type=int, default=5)
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
     add_generation_flags(pr)
+
+    sweep_cli.add_parsers(sub, common)
 
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
@@ -388,6 +391,7 @@ def _print_final(s: dict) -> None:
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
             "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
             "config": cmd_config, "export": cmd_export}
+COMMANDS.update(sweep_cli.COMMANDS)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

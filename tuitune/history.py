@@ -22,7 +22,7 @@ from typing import Any, Iterable, Optional
 from tuitune.errors import TuituneError
 from tuitune.safety import scrub, scrub_obj
 
-STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed")
+STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed", "pruned")
 LIVE = ("queued", "running")
 HEARTBEAT_STALE_S = 60.0  # a live run whose engine has not written for this long has crashed
 QUEUED_STALE_S = 120.0
@@ -38,7 +38,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         name TEXT,
-        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES[:6])})),
         task TEXT, model TEXT, method TEXT, dataset TEXT,
         config TEXT NOT NULL,
         pid INTEGER, host TEXT,
@@ -78,6 +78,43 @@ MIGRATIONS: list[str] = [
         time INTEGER NOT NULL, step INTEGER, kind TEXT NOT NULL, message TEXT
     );
     CREATE INDEX events_run ON events(run_id);
+    """,
+    # 2: hyperparameter sweeps. A trial is a run that knows its sweep, trial number and sampled
+    # parameters; a trial the pruner cut short ends as `pruned`. SQLite cannot alter a CHECK, so
+    # `runs` is rebuilt (SQLite's 12-step recipe; `_migrate` turns foreign keys off around it).
+    f"""
+    CREATE TABLE runs_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        task TEXT, model TEXT, method TEXT, dataset TEXT,
+        config TEXT NOT NULL,
+        pid INTEGER, host TEXT,
+        created_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER, heartbeat_at INTEGER,
+        run_dir TEXT,
+        step INTEGER DEFAULT 0, max_steps INTEGER,
+        main_metric TEXT, main_value REAL, baseline_value REAL,
+        trainable_params INTEGER, total_params INTEGER,
+        error TEXT,
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        sweep TEXT, trial INTEGER, params TEXT
+    );
+    INSERT INTO runs_new (id, name, status, task, model, method, dataset, config, pid, host, created_at,
+        started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
+        trainable_params, total_params, error, stop_requested)
+    SELECT id, name, status, task, model, method, dataset, config, pid, host, created_at,
+        started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
+        trainable_params, total_params, error, stop_requested FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_new RENAME TO runs;
+    CREATE INDEX runs_sweep ON runs(sweep, trial);
+    CREATE TABLE sweeps (
+        name TEXT PRIMARY KEY,
+        storage TEXT NOT NULL,
+        parent TEXT,
+        created_at INTEGER NOT NULL,
+        pid INTEGER, host TEXT
+    );
     """,
 ]
 
@@ -189,6 +226,10 @@ class History:
             )
         if version == len(MIGRATIONS):
             return
+        # Off while tables are rebuilt (a DROP of `runs` would otherwise cascade to every metric);
+        # the pragma is a no-op inside a transaction, so it goes first, and the keys are checked
+        # before the commit.
+        self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -196,11 +237,16 @@ class History:
                 for stmt in MIGRATIONS[i].split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise TuituneError(f"history database {self.path}: migration left {len(broken)} dangling rows")
             self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         self.conn.close()
