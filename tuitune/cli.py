@@ -112,6 +112,8 @@ def run_summary(h, run: dict) -> dict[str, Any]:
         "baseline_value": run["baseline_value"],
         "trainable_params": run["trainable_params"], "total_params": run["total_params"],
         "error": run["error"], "pid": run["pid"],
+        "sweep": run.get("sweep"), "trial": run.get("trial"),
+        "params": json.loads(run["params"]) if run.get("params") else None,
         "created_at": run["created_at"], "started_at": run["started_at"], "ended_at": run["ended_at"],
         "run_dir": run["run_dir"], "model_dir": str(Path(run["run_dir"]) / "model") if run["run_dir"] else None,
         "log": str(Path(run["run_dir"]) / "engine.log") if run["run_dir"] else None,

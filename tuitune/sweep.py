@@ -445,7 +445,7 @@ def _counts(t) -> bool:
     name = t.state.name
     if name == "FAIL":
         return not (t.user_attrs.get("interrupted") or t.user_attrs.get("surplus"))
-    return name in ("COMPLETE", "PRUNED", "RUNNING", "WAITING")
+    return name in ("COMPLETE", "PRUNED", "RUNNING")  # WAITING: enqueued, not started
 
 
 def used(study) -> int:
@@ -492,9 +492,13 @@ def best_so_far(study, d: SweepDef) -> list[tuple[int, float]]:
 
 def importances(study) -> dict[str, float]:
     """Optuna's parameter importances (empty until two trials with different values completed)."""
+    import warnings
+
     optuna = _optuna()
     try:
-        return dict(optuna.importance.get_param_importances(study))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return dict(optuna.importance.get_param_importances(study))
     except Exception:  # noqa: BLE001 - too few or identical trials: nothing to say yet
         return {}
 

@@ -151,23 +151,20 @@ def cmd_sweep(args, h) -> int:
         if key not in {p.key for p in specs}:
             specs.append(sweep.parse_spec(key, spec))
     url = args.storage or sweep.default_storage()
-    name = args.name or section.get("name")
-    if not name:  # a default name never collides with an earlier sweep: -2, -3 …
-        name = f"{data.get('name') or default}-sweep"
-        name = name if args.dry_run else sweep.unique_name(name, url)
+    explicit = args.name or section.get("name")
     d = sweep.build_definition(
-        data, specs, name=name,
+        data, specs, name=explicit or f"{data.get('name') or default}-sweep",
         metric=args.metric or section.get("metric"), direction=args.direction or section.get("direction"),
-        trials=args.trials or section.get("trials"), timeout_s=args.timeout or section.get("timeout"),
+        trials=args.trials if args.trials is not None else section.get("trials"), timeout_s=args.timeout or section.get("timeout"),
         pruner=args.pruner or section.get("pruner", "median"),
         startup_trials=args.startup_trials or section.get("startup_trials", 2),
         warmup_steps=section.get("warmup_steps", 0), seed=args.seed if args.seed is not None else section.get("seed"),
         source=args.source)
     args.parallel = args.parallel or section.get("parallel") or 1
-    return _launch(args, h, d, url)
+    return _launch(args, h, d, url, rename=not explicit)
 
 
-def _launch(args, h, d, url: str) -> int:
+def _launch(args, h, d, url: str, *, rename: bool = False) -> int:
     from tuitune import sweep
     from tuitune.cli import _print_json
 
@@ -185,6 +182,8 @@ def _launch(args, h, d, url: str) -> int:
             for p in d.params:
                 print(f"  {p.key} = {p.spec}")
         return 0
+    if rename:  # a default name never collides with an earlier sweep: -2, -3 …
+        d.name = sweep.unique_name(d.name, url)
     sweep.create_study(d, url)
     sweep.remember(h, d.name, url, parent=d.parent)
     return _work(args, h, d.name, url, slots=slots)
