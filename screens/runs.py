@@ -32,6 +32,7 @@ class RunsScreen(BaseScreen):
         Binding("space", "mark", "Mark", key_display="␣"),
         Binding("v", "compare", "Compare"),
         Binding("o", "sort", "Sort"),
+        Binding("w", "sweeps", "Sweeps", show=False),  # named in the hint once a sweep exists
         Binding("slash", "filter", "Filter"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -107,7 +108,8 @@ class RunsScreen(BaseScreen):
             hint.update("No runs yet. n: new run (pick a model)   p: start from a preset")
         else:
             live = sum(1 for r in runs if r["status"] in LIVE)
-            hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}"
+            sweeps = " · w: sweeps" if any(r.get("sweep") for r in runs) else ""
+            hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}{sweeps}"
                         + (f" · marked: {', '.join(map(str, sorted(self.marked)))}" if self.marked else ""))
 
     def current_id(self) -> int | None:
@@ -240,3 +242,10 @@ class RunsScreen(BaseScreen):
         from tuitune.screens.monitor import CompareScreen
 
         self.app.push_screen(CompareScreen(ids))
+
+    def action_sweeps(self) -> None:
+        """The sweep of the run under the cursor (a trial), else the list of sweeps."""
+        from tuitune.screens.sweep import SweepScreen, SweepsScreen
+
+        run = self.current()
+        self.app.push_screen(SweepScreen(run["sweep"]) if run and run.get("sweep") else SweepsScreen())

@@ -370,3 +370,99 @@ def test_two_workers_share_one_study(tmp_path, tiny_bert, tiny_csv, storage):
             trial = next(t for t in counted if t.number == number)
             assert r["status"] == "completed" and trial.user_attrs["run_id"] == r["id"]
             assert json.loads(r["params"]) == trial.params
+
+
+# -- the Sweep view (Pilot, 80×24) -------------------------------------------------------------------
+
+def seed_sweep(name: str = "bbc-sweep") -> dict[int, int]:
+    """A finished 3-trial sweep over the two seeded runs plus a pruned one: {trial: run id}."""
+    import optuna
+
+    from tuitune import sweep
+    from tuitune.history import History
+    from ui_helpers import seed_history
+
+    ids = list(seed_history().values())
+    h = History()
+    data = json.loads(h.conn.execute("SELECT config FROM runs WHERE id=?", (ids[0],)).fetchone()[0])
+    d = sweep.build_definition(data, [sweep.parse_param(f"{LR}=log:1e-5..1e-3"),
+                                      sweep.parse_param("method.lora_r=choice:8,16")], name=name, trials=3)
+    study = sweep.create_study(d, sweep.default_storage())
+    sweep.remember(h, name, sweep.default_storage())
+    dists = {LR: optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
+             "method.lora_r": optuna.distributions.CategoricalDistribution([8, 16])}
+    runs = {0: ids[0], 1: ids[1]}
+    for n, (lr, r, value, state) in enumerate([(1e-4, 8, 0.95, "COMPLETE"), (3e-4, 16, 0.85, "COMPLETE"),
+                                               (1e-5, 16, None, "PRUNED")]):
+        attrs = {"run_id": runs.get(n), "host": "here"}
+        study.add_trial(optuna.trial.create_trial(
+            params={LR: lr, "method.lora_r": r}, distributions=dists, value=value,
+            state=getattr(optuna.trial.TrialState, state), user_attrs=attrs))
+        if n in runs:
+            h.update_run(runs[n], sweep=name, trial=n, params=json.dumps({LR: lr, "method.lora_r": r}))
+    h.close()
+    return runs
+
+
+def test_sweep_view_leaderboard_curve_importances_and_open_a_trial(tuitune_home):
+    import asyncio
+
+    from tuitune.app import make_app
+
+    runs = seed_sweep()
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            table = app.screen.query_one("#runs")
+            await _until(pilot, lambda: table.row_count == 2, "runs listed")
+            assert "w: sweeps" in str(app.screen.query_one("#runs-hint").render())
+            await pilot.press("w")  # the run under the cursor is a trial: its sweep opens
+            await _until(pilot, lambda: type(app.screen).__name__ == "SweepScreen" and app.screen.summary,
+                         "sweep loaded")
+            scr = app.screen
+            title = str(scr.query_one("#sw-title").render())
+            assert "3/3 trials" in title and "best 0.9500: trial 0" in title
+            board = scr.query_one("#sw-table")
+            assert board.row_count == 3
+            assert [board.get_row_at(i)[1] for i in range(3)] == ["completed", "completed", "pruned"]
+            assert board.get_row_at(0)[2:5] == ["0.0001", "8", "0.95"]
+            assert scr.summary["best_so_far"] == [[0, 0.95], [1, 0.95]] or scr.summary["best_so_far"] == [(0, 0.95), (1, 0.95)]
+            assert "importance" in str(scr.query_one("#sw-importance").render())
+            await pilot.press("down", "enter")  # trial 1: its run opens in the monitor (replay)
+            await _until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", "trial's run opened")
+            assert app.screen.run_id == runs[1]
+            await pilot.press("escape")
+            await pilot.press("down", "enter")  # the pruned trial has no run here: one clear message
+            await _until(pilot, lambda: type(app.screen).__name__ == "MessageDialog", "message")
+            await pilot.press("escape", "escape")
+            await _until(pilot, lambda: type(app.screen).__name__ == "RunsScreen", "back home")
+    asyncio.run(go())
+
+
+def test_sweeps_list_opens_a_sweep(tuitune_home):
+    import asyncio
+
+    from tuitune.app import make_app
+    from tuitune.screens.sweep import SweepsScreen
+
+    seed_sweep("first")
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            app.push_screen(SweepsScreen())
+            await _until(pilot, lambda: app.screen.query_one("#sweeps").row_count == 1, "sweeps listed")
+            assert app.screen.query_one("#sweeps").get_row_at(0)[:4] == ["first", "3/3", "accuracy", "0.95"]
+            await pilot.press("enter")
+            await _until(pilot, lambda: type(app.screen).__name__ == "SweepScreen", "sweep opened")
+    asyncio.run(go())
+
+
+async def _until(pilot, cond, what, timeout=30.0):
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if cond():
+            return
+        await pilot.pause(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
