@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from textual.app import App
 from textual.binding import Binding
 
-import tuitune.screens
+from tuitune import screens
 from tuitune.screens.dialogs import MessageDialog
 from tuitune.screens.runs import RunsScreen
 from tuitune.ui_data import RunStore
