@@ -451,8 +451,10 @@ def test_sweeps_list_opens_a_sweep(tuitune_home):
     async def go():
         app = make_app(poll_s=0.2)
         async with app.run_test(size=(80, 24)) as pilot:
+            await _until(pilot, lambda: type(app.screen).__name__ == "RunsScreen", "runs screen")
             app.push_screen(SweepsScreen())
-            await _until(pilot, lambda: app.screen.query_one("#sweeps").row_count == 1, "sweeps listed")
+            await _until(pilot, lambda: isinstance(app.screen, SweepsScreen)
+                         and app.screen.query_one("#sweeps").row_count == 1, "sweeps listed")
             assert app.screen.query_one("#sweeps").get_row_at(0)[:4] == ["first", "3/3", "accuracy", "0.95"]
             await pilot.press("enter")
             await _until(pilot, lambda: type(app.screen).__name__ == "SweepScreen", "sweep opened")
@@ -461,8 +463,13 @@ def test_sweeps_list_opens_a_sweep(tuitune_home):
 
 async def _until(pilot, cond, what, timeout=30.0):
     t = time.monotonic()
+    from textual.css.query import NoMatches
+
     while time.monotonic() - t < timeout:
-        if cond():
-            return
+        try:
+            if cond():
+                return
+        except NoMatches:  # the screen is still composing
+            pass
         await pilot.pause(0.2)
     raise AssertionError(f"timed out waiting for {what}")
