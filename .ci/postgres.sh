@@ -23,7 +23,8 @@ start)
   mkdir -p "$dir"
   if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
   chmod 700 "$dir"
-  as_owner "$BIN/initdb" -D "$dir/data" -A trust -U tuitune >"$dir/initdb.log" 2>&1
+  as_owner "$BIN/initdb" -D "$dir/data" -A trust -U tuitune >"$dir/initdb.log" 2>&1 \
+    || { tail -1 "$dir/initdb.log" >&2; exit 1; }
   as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-k $dir -p $port -c listen_addresses=''" start >&2
   as_owner "$BIN/createdb" -h "$dir" -p "$port" -U tuitune tuitune_test

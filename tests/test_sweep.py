@@ -215,6 +215,26 @@ def test_refine_narrows_numeric_ranges_around_the_best_trials(tmp_path, tiny_ber
     assert new["training.seed"].choices == [1, 2]  # choices cut to those the best trials used
 
 
+def test_a_bad_combination_of_sampled_values_is_a_failed_trial_with_its_reason(tmp_path, tiny_bert, tiny_csv):
+    """Each value is valid alone; together they break a cross-field rule: the trial is recorded
+    failed with the config's own message, no engine starts, and the sweep goes on."""
+    from tuitune import sweep
+    from tuitune.history import History
+
+    cfg = tiny_config(tiny_bert, tiny_csv, training={"early_stopping_patience": 2, "eval_steps": 2, "save_steps": 4})
+    d = sweep.build_definition(cfg, [sweep.parse_param("training.eval_steps=choice:2,4"),
+                                     sweep.parse_param("training.save_steps=choice:4,6")], name="combo")
+    study = sweep.create_study(d, sweep.default_storage())
+    study.enqueue_trial({"training.eval_steps": 4, "training.save_steps": 6})
+    h = History()
+    driver = sweep.Driver(h, study, d, sweep.default_storage(), slots=[None])
+    assert driver._start(0) is True and not driver.active  # went on, nothing running
+    s = sweep.summary(study, d, sweep.default_storage())
+    assert [(t["state"], t["run_id"]) for t in s["trials"]] == [("failed", None)]
+    assert "save_steps must be a multiple of training.eval_steps" in s["trials"][0]["error"]
+    assert h.list_runs() == []
+
+
 # -- engines: real trials --------------------------------------------------------------------------
 
 def test_four_trial_sweep_links_runs_and_reports_the_best(tmp_path, tiny_bert, tiny_csv, tuitune_home):
@@ -309,26 +329,30 @@ def test_pruning_and_resume_after_the_sweep_process_is_killed(tmp_path, tiny_ber
     assert len(again["trials"]) == 4
 
 
-def _pg_url(tmp_path_factory):
+def _pg_url():
     url = os.environ.get("TUITUNE_TEST_PG_URL")
     if url:
         return url, None
     if not glob.glob("/usr/lib/postgresql/*/bin/initdb"):
         pytest.skip("no PostgreSQL: set TUITUNE_TEST_PG_URL, or install Debian's postgresql package "
                     "(.ci/run starts a throwaway cluster)")
-    folder = tmp_path_factory.mktemp("pg")
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="tuitune-pg-"))  # not under pytest's 0700 folder: the server's user reads it
     out = subprocess.run([str(ROOT / ".ci" / "postgres.sh"), "start", str(folder)], capture_output=True, text=True)
     if out.returncode:
-        pytest.skip(f"could not start a throwaway PostgreSQL: {out.stderr.strip().splitlines()[-1:]}")
+        subprocess.run([str(ROOT / ".ci" / "postgres.sh"), "stop", str(folder)], capture_output=True)
+        why = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"could not start a throwaway PostgreSQL: {why}")
     return out.stdout.strip(), folder
 
 
 @pytest.fixture
-def storage(request, tmp_path, tmp_path_factory):
+def storage(request, tmp_path):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'shared.db'}"
         return
-    url, folder = _pg_url(tmp_path_factory)
+    url, folder = _pg_url()
     try:
         yield url
     finally:

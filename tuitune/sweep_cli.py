@@ -153,7 +153,7 @@ def cmd_sweep(args, h) -> int:
     url = args.storage or sweep.default_storage()
     explicit = args.name or section.get("name")
     d = sweep.build_definition(
-        data, specs, name=explicit or f"{data.get('name') or default}-sweep",
+        data, specs, name=explicit or _default_name(data.get("name") or default),
         metric=args.metric or section.get("metric"), direction=args.direction or section.get("direction"),
         trials=args.trials if args.trials is not None else section.get("trials"), timeout_s=args.timeout or section.get("timeout"),
         pruner=args.pruner or section.get("pruner", "median"),
@@ -162,6 +162,10 @@ def cmd_sweep(args, h) -> int:
         source=args.source)
     args.parallel = args.parallel or section.get("parallel") or 1
     return _launch(args, h, d, url, rename=not explicit)
+
+
+def _default_name(base: str) -> str:
+    return base if base.endswith("sweep") else f"{base}-sweep"
 
 
 def _launch(args, h, d, url: str, *, rename: bool = False) -> int:
