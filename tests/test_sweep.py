@@ -375,7 +375,11 @@ def test_two_workers_share_one_study(tmp_path, tiny_bert, tiny_csv, storage):
                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "TUITUNE_HOME": str(homes[0])})
     try:
-        wait_for_study(name, storage, 120)
+        try:
+            wait_for_study(name, storage, 120)
+        except TuituneError:
+            first.kill()
+            raise AssertionError(f"the first worker made no study: {first.communicate()}") from None
         second = tuitune("sweep", "--join", name, "--storage", storage, "--json",
                          env={"TUITUNE_HOME": str(homes[1])})
         out, err = first.communicate(timeout=400)

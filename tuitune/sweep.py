@@ -328,13 +328,19 @@ def open_storage(url: str):
         kwargs = {"connect_args": {"timeout": 60}}
     elif url.startswith(("postgresql", "mysql")):
         kwargs = {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-    except ImportError as err:
-        raise TuituneError(f"sweep storage {public_url(url)} needs a database driver: {err}") from None
-    except Exception as err:  # noqa: BLE001 - sqlalchemy's errors are many; the user needs one line
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise TuituneError(f"cannot open the sweep storage {public_url(url)}: {first[:200]}") from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except ImportError as err:
+            raise TuituneError(f"sweep storage {public_url(url)} needs a database driver: {err}") from None
+        except Exception as err:  # noqa: BLE001 - sqlalchemy's errors are many; the user needs one line
+            # Two workers opening a new, empty database at once race to create Optuna's tables:
+            # the loser finds them made and succeeds on a second look.
+            if attempt < 2:
+                time.sleep(1.0 + attempt)
+                continue
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise TuituneError(f"cannot open the sweep storage {public_url(url)}: {first[:200]}") from None
 
 
 def make_sampler(d: SweepDef):
