@@ -43,13 +43,13 @@ def load_summary(h, name: str) -> dict[str, Any]:
     return s
 
 
-def importance_lines(imp: dict[str, float], width: int = 12) -> list[str]:
+def importance_lines(imp: dict[str, float], width: int = 8) -> list[str]:
     if not imp:
         return ["importance: after two", "completed trials"]
     out = ["importance"]
     for key, v in imp.items():
         bar = "█" * max(1, round(v * width))
-        out.append(f"{key.split('.')[-1][:14]:14s} {bar} {v:.2f}")
+        out.append(f"{key.split('.')[-1][:12]:12s} {bar} {v:.2f}")
     return out
 
 
@@ -109,7 +109,7 @@ class SweepScreen(BaseScreen):
         keys = list(s["params"])
         current = self.current_trial()
         table.clear(columns=True)
-        table.add_columns("#", "status", *[k.split(".")[-1][:10] for k in keys], s["metric"][:10], "time")
+        table.add_columns("#", "status", *[k.split(".")[-1][:9] for k in keys], s["metric"][:8], "time")
         for r in s["trials"]:
             value = r["value"] if r["value"] is not None else r.get("last")
             table.add_row(str(r["trial"]), r["state"], *[_fmt(r["params"].get(k)) for k in keys], _fmt(value),

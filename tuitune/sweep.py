@@ -440,10 +440,6 @@ def driver_alive(h: "History", name: str) -> Optional[int]:
     return None
 
 
-def sweep_runs(h: "History", name: str) -> list[dict[str, Any]]:
-    return [h._row(r) for r in h.conn.execute("SELECT * FROM runs WHERE sweep=? ORDER BY trial", (name,))]
-
-
 # -- budget, leaderboard, refine ---------------------------------------------------------------------
 
 def _counts(t) -> bool:
@@ -468,7 +464,7 @@ def leaderboard(study, d: SweepDef) -> list[dict[str, Any]]:
     """Every trial (best first, then the rest by number)."""
     rows = []
     for t in study.get_trials(deepcopy=False):
-        if t.user_attrs.get("surplus"):
+        if t.user_attrs.get("surplus") or t.state.name == "WAITING":  # not started (queued values)
             continue
         value = t.value if t.state.name == "COMPLETE" else None
         dur = None
@@ -654,9 +650,15 @@ class Driver:
             self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
             self.study._storage.set_trial_user_attr(t._trial_id, "error", "the sweep process was killed")
             self.study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            self._retry_later(t.params)
             found.append(t.number)
             self.say(f"trial {t.number}" + (f" (run {run_id})" if run_id else "") + ": crashed with its sweep process")
         return found
+
+    def _retry_later(self, params: dict[str, Any]) -> None:
+        """An interrupted trial's values are tried again (a grid would otherwise lose its point)."""
+        if params and len(params) == len(self.d.params):
+            self.study.enqueue_trial(dict(params))
 
     # -- the loop
     def run(self) -> None:
@@ -784,9 +786,12 @@ class Driver:
             return True
         reason = run.get("error") or run["status"]
         a.trial.set_user_attr("error", reason)
-        if self.stopping and run["status"] == "stopped":
+        interrupted = bool(self.stopping) and run["status"] == "stopped"
+        if interrupted:
             a.trial.set_user_attr("interrupted", True)  # stopped with the sweep: resume runs it again
         self.study.tell(a.trial, state=optuna.trial.TrialState.FAIL)
+        if interrupted:
+            self._retry_later(a.trial.params)
         self.say(f"trial {n} (run {a.run_id}) {run['status']}: {reason}")
         return True
 
