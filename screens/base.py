@@ -1,11 +1,17 @@
-"""Shared pieces of every screen: worker failures become one clear message, never a crash."""
+"""Shared pieces of every screen: a typed handle on the app, and worker failures shown as one
+clear message, never a crash."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, cast
 
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
 
 from tuitune.errors import TuituneError
+
+if TYPE_CHECKING:
+    from tuitune.app import TuituneApp
 
 
 def explain(err: BaseException | None) -> str:
@@ -18,17 +24,22 @@ def explain(err: BaseException | None) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
-class WorkerErrors:
-    """Mixin: a failed worker of this screen shows a message dialog (workers use exit_on_error=False)."""
+class TuituneScreenMixin:
+    """`self.tuitune`: the app with its store, draft and settings, typed; a failed worker of the
+    screen shows a message dialog (workers use exit_on_error=False)."""
+
+    @property
+    def tuitune(self) -> "TuituneApp":
+        return cast("TuituneApp", cast(Screen, self).app)
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.state == WorkerState.ERROR:
-            self.app.show_error(explain(event.worker.error))  # type: ignore[attr-defined]
+            self.tuitune.show_error(explain(event.worker.error))
 
 
-class BaseScreen(WorkerErrors, Screen):
+class BaseScreen(TuituneScreenMixin, Screen):
     pass
 
 
-class BaseModal(WorkerErrors, ModalScreen):
+class BaseModal(TuituneScreenMixin, ModalScreen):
     pass

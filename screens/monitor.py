@@ -9,7 +9,6 @@ tick, never queued. The chart is downsampled to `MAX_POINTS`. Arrow keys scrub t
 from __future__ import annotations
 
 import bisect
-import time
 from typing import Any, Optional
 
 from rich.markup import escape
@@ -20,10 +19,11 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
+from tuitune.formatting import eta_seconds, fmt_bytes, fmt_clock, fmt_duration, real_metrics, short
+from tuitune.records import EvalRecord, RunRecord
+from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import ConfirmDialog
-from tuitune.history import LIVE
-from tuitune.ui_data import fmt_bytes, fmt_duration, short
 
 MAX_POINTS = 1000
 SHOWN = [("train/learning_rate", "lr", "{:.2e}"), ("train/grad_norm", "grad norm", "{:.3g}"),
@@ -42,11 +42,6 @@ def downsample(xs: list, ys: list, n: int = MAX_POINTS) -> tuple[list, list]:
     return [xs[i] for i in idx], [ys[i] for i in idx]
 
 
-def fmt_s(seconds: float) -> str:
-    s = int(max(0, seconds))
-    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
-
-
 class RunTimeline:
     """Everything read so far about one run, by metric key, in step order."""
 
@@ -54,7 +49,7 @@ class RunTimeline:
         self.series: dict[str, tuple[list[int], list[float]]] = {}
         self.last_rowid = 0
         self.system: list[dict[str, Any]] = []
-        self.evals: list[dict[str, Any]] = []
+        self.evals: list[EvalRecord] = []
 
     def add_metrics(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -86,15 +81,15 @@ class RunTimeline:
                 best = s
         return best or self.system[0]
 
-    def eval_at(self, step: Optional[int]) -> Optional[dict[str, Any]]:
+    def eval_at(self, step: Optional[int]) -> Optional[EvalRecord]:
         found = None
         for e in self.evals:
-            if step is None or e["step"] <= step:
+            if step is None or e.step <= step:
                 found = e
         return found
 
-    def baseline(self) -> Optional[dict[str, Any]]:
-        return next((e for e in self.evals if e["phase"] == "baseline"), None)
+    def baseline(self) -> Optional[EvalRecord]:
+        return next((e for e in self.evals if e.phase == "baseline"), None)
 
 
 def draw_loss(plot: PlotextPlot, lines: list[tuple[str, list, list]], *, hline: Optional[float] = None,
@@ -150,7 +145,7 @@ class MonitorScreen(BaseScreen):
     def __init__(self, run_id: int):
         super().__init__()
         self.run_id = run_id
-        self.run: dict[str, Any] = {}
+        self.run: Optional[RunRecord] = None  # None until the first read
         self.tl = RunTimeline()
         self.cursor: Optional[int] = None  # index into steps; None follows the latest
         self._busy = False
@@ -172,7 +167,7 @@ class MonitorScreen(BaseScreen):
 
     def on_mount(self) -> None:
         self._tick()
-        self._timer = self.set_interval(self.app.poll_s, self._tick)  # type: ignore[attr-defined]
+        self._timer = self.set_interval(self.tuitune.poll_s, self._tick)
 
     # -- reading ---------------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -183,7 +178,7 @@ class MonitorScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
     def _poll(self, after_rowid: int, after_time: int) -> None:
-        store = self.app.store  # type: ignore[attr-defined]
+        store = self.tuitune.store
         try:
             run = store.run(self.run_id)
             data = {
@@ -205,7 +200,7 @@ class MonitorScreen(BaseScreen):
             self.tl.evals = data["evals"]
             self.tl.system.extend(data["system"])
             self.log_lines = data["log"]
-            if self.run["status"] not in LIVE:
+            if not self.run.live:
                 self._done = True  # everything is read: a replay from here on
                 self._timer.stop()
             self._draw()
@@ -221,22 +216,22 @@ class MonitorScreen(BaseScreen):
 
     def _draw(self) -> None:
         run, tl = self.run, self.tl
+        if run is None:
+            return
         step = self._step()
-        live = run.get("status") in LIVE
-        cur = run.get("step") or 0
-        total = run.get("max_steps") or 0
-        if live and run.get("started_at") and cur and total:
-            elapsed = time.time() - run["started_at"] / 1000
-            eta = f"ETA {fmt_s(elapsed / cur * (total - cur))}"
-        elif live:
+        cur, total = run.step or 0, run.max_steps or 0
+        left = eta_seconds(run) if run.live else None
+        if left is not None:
+            eta = f"ETA {fmt_clock(left)}"
+        elif run.live:
             eta = "starting…" if not cur else ""
         else:
             eta = f"took {fmt_duration(run)}"
-        mode = f"replay @ step {step}" if step is not None else ("live" if live else "replay: ←/→ scrub")
-        title = (f"[b]run {run.get('id')}[/b] {escape(short(run.get('name'), 18))} · {run.get('status')} · "
+        mode = f"replay @ step {step}" if step is not None else ("live" if run.live else "replay: ←/→ scrub")
+        title = (f"[b]run {run.id}[/b] {escape(short(run.name, 18))} · {run.status} · "
                  f"step {cur}/{total or '?'} · {eta} · {mode}")
-        if run.get("error"):
-            title += f"\n[red]{escape(run['error'][:150])}[/red]"
+        if run.error:
+            title += f"\n[red]{escape(run.error[:150])}[/red]"
         self.query_one("#mon-title", Static).update(title)
         bar = self.query_one("#mon-progress", ProgressBar)
         if total:
@@ -245,7 +240,7 @@ class MonitorScreen(BaseScreen):
         lines = [("train", *tl.series.get("train/loss", ([], []))),
                  ("eval", *tl.series.get("eval/loss", ([], [])))]
         base = tl.baseline()
-        base_loss = base["metrics"].get("eval_loss") if base else None
+        base_loss = base.metrics.get("eval_loss") if base else None
         draw_loss(self.query_one("#loss-chart", PlotextPlot), [(lab, list(x), list(y)) for lab, x, y in lines],
                   hline=base_loss, vline=step,
                   title="loss (train, eval" + (", ─ baseline)" if base_loss is not None else ")"))
@@ -258,9 +253,9 @@ class MonitorScreen(BaseScreen):
         ev = tl.eval_at(step)
         e_lines = []
         if base:
-            e_lines.append("baseline " + self._eval_text(base["metrics"]))
+            e_lines.append("baseline " + self._eval_text(base.metrics))
         if ev and ev is not base:
-            e_lines.append(f"{ev['phase']} @{ev['step']} " + self._eval_text(ev["metrics"]))
+            e_lines.append(f"{ev.phase} @{ev.step} " + self._eval_text(ev.metrics))
         self.query_one("#mon-eval", Static).update("\n".join(e_lines) or "eval: none yet")
         self.query_one("#mon-system", Static).update("\n".join(system_lines(tl.system_at(step))))
         self.query_one("#mon-log", Static).update("\n".join(ln[-200:] for ln in self.log_lines[-4:]) or "(log empty)")
@@ -271,8 +266,7 @@ class MonitorScreen(BaseScreen):
 
     @staticmethod
     def _eval_text(m: dict[str, Any]) -> str:
-        keep = [(k.removeprefix("eval_"), v) for k, v in m.items() if isinstance(v, (int, float))
-                and not k.endswith(("runtime", "per_second", "epoch", "_time"))]
+        keep = [(k.removeprefix("eval_"), v) for k, v in real_metrics(m).items()]
         return " ".join(f"{k} {v:.3g}" for k, v in keep[:3])
 
     # -- keys ------------------------------------------------------------------------------------
@@ -297,9 +291,12 @@ class MonitorScreen(BaseScreen):
     def action_leave(self) -> None:
         self.app.pop_screen()
 
+    def _status(self) -> str:
+        return self.run.status if self.run else "loading"
+
     def action_stop(self) -> None:
-        if self.run.get("status") not in LIVE:
-            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: nothing to stop")  # type: ignore[attr-defined]
+        if self.run is None or not self.run.live:
+            self.tuitune.show_error(f"run {self.run_id} is {self._status()}: nothing to stop")
             return
 
         def answer(yes: bool | None) -> None:
@@ -311,16 +308,14 @@ class MonitorScreen(BaseScreen):
 
     @work(thread=True, exit_on_error=False, group="stop")
     def _stop(self) -> None:
-        self.app.store.stop(self.run_id)  # type: ignore[attr-defined]
+        self.tuitune.store.stop(self.run_id)
         self.app.call_from_thread(self.notify, f"run {self.run_id}: stop requested")
 
     def action_predict(self) -> None:
-        if self.run.get("status") != "completed":
-            self.app.show_error(f"run {self.run_id} is {self.run.get('status')}: predict needs a completed run")  # type: ignore[attr-defined]
+        if self._status() != "completed":
+            self.tuitune.show_error(f"run {self.run_id} is {self._status()}: predict needs a completed run")
             return
-        from tuitune.screens.predict import PredictScreen
-
-        self.app.push_screen(PredictScreen(self.run_id))
+        self.post_message(messages.PredictRun(self.run_id))
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -348,7 +343,7 @@ class CompareScreen(BaseScreen):
     def __init__(self, run_ids: list[int]):
         super().__init__()
         self.run_ids = run_ids
-        self.data: list[tuple[dict, RunTimeline]] = []
+        self.data: list[tuple[RunRecord, RunTimeline]] = []
         self.key = "train/loss"
 
     def compose(self) -> ComposeResult:
@@ -363,7 +358,7 @@ class CompareScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _load(self) -> None:
-        store = self.app.store  # type: ignore[attr-defined]
+        store = self.tuitune.store
         out = []
         for rid in self.run_ids:
             tl = RunTimeline()
@@ -379,9 +374,9 @@ class CompareScreen(BaseScreen):
         lines = []
         for run, tl in self.data:
             xs, ys = tl.series.get(self.key, ([], []))
-            lines.append((f"{run['id']} {run['method']}", list(xs), list(ys)))
+            lines.append((f"{run.id} {run.method}", list(xs), list(ys)))
         draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=self.key)
-        diff = config_diff([run["config"] for run, _ in self.data])
+        diff = config_diff([run.config for run, _ in self.data])
         head = "config differences:" if diff else "configs are identical"
         rows = [f"  {k:34s} " + "  |  ".join(short(str(v), 18) for v in vals) for k, vals in diff[:12]]
         if len(diff) > 12:

@@ -46,6 +46,7 @@ class PredictScreen(BaseScreen):
         self.text = text
         self.show_base = True
         self.client = None
+        self.answered: Optional[str] = None  # the text whose answer is shown
         self._timer = None
 
     def compose(self) -> ComposeResult:
@@ -59,7 +60,7 @@ class PredictScreen(BaseScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.client = self.app.predict_factory(self.run_id)  # type: ignore[attr-defined]
+        self.client = self.tuitune.predict_factory(self.run_id)
         self.query_one("#pred-base", Static).border_title = "base model"
         self.query_one("#pred-tuned", Static).border_title = "fine-tuned"
         self.query_one("#pred-text", Input).focus()
@@ -99,6 +100,7 @@ class PredictScreen(BaseScreen):
             return
         self.query_one("#pred-tuned", Static).update(answer_lines(tuned))
         self.query_one("#pred-base", Static).update(answer_lines(base) if base else "(hidden: ctrl+b)")
+        self.answered = text
 
     def action_toggle_base(self) -> None:
         self.show_base = not self.show_base

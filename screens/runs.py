@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.widgets import DataTable, Footer, Header, Input, Static
 
+from tuitune.formatting import fmt_duration, fmt_metric, fmt_time, short
+from tuitune.records import RunRecord
+from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import ConfirmDialog
-from tuitune.history import LIVE
-from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
 
 COLUMNS = [("id", "id"), ("status", "status"), ("model", "model"), ("method", "method"), ("metric", "main metric"),
            ("dataset", "dataset"), ("task", "task"), ("started", "started"), ("dur", "duration")]
@@ -39,7 +39,7 @@ class RunsScreen(BaseScreen):
 
     def __init__(self) -> None:
         super().__init__()
-        self.runs: list[dict[str, Any]] = []
+        self.runs: list[RunRecord] = []
         self.marked: set[int] = set()
         self.sort_by = "id"
         self._loading = False
@@ -57,7 +57,7 @@ class RunsScreen(BaseScreen):
     def on_mount(self) -> None:
         self.query_one("#runs", DataTable).focus()
         self.refresh_runs()
-        self.set_interval(self.app.poll_s * 4, self.refresh_runs)  # type: ignore[attr-defined]
+        self.set_interval(self.tuitune.poll_s * 4, self.refresh_runs)
 
     def on_screen_resume(self) -> None:
         self.refresh_runs()
@@ -71,44 +71,43 @@ class RunsScreen(BaseScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
     def _load(self) -> None:
         try:
-            runs = self.app.store.runs()  # type: ignore[attr-defined]
+            runs = self.tuitune.store.runs()
         finally:
             self._loading = False
         self.app.call_from_thread(self._show, runs)
 
-    def _row(self, r: dict[str, Any]) -> list[str]:
-        mark = "●" if r["id"] in self.marked else " "
-        return [f"{mark}{r['id']}", r["status"], short(r["model"], 14), r["method"] or "", fmt_metric(r),
-                short(r["dataset"], 14), r["task"] or "", fmt_time(r["started_at"] or r["created_at"]),
-                fmt_duration(r)]
+    def _row(self, r: RunRecord) -> list[str]:
+        mark = "●" if r.id in self.marked else " "
+        return [f"{mark}{r.id}", r.status, short(r.model, 14), r.method or "", fmt_metric(r),
+                short(r.dataset, 14), r.task or "", fmt_time(r.started_at or r.created_at), fmt_duration(r)]
 
-    def _visible(self) -> list[dict[str, Any]]:
+    def _visible(self) -> list[RunRecord]:
         text = self.query_one("#filter", Input).value.strip().lower()
         rows = [r for r in self.runs if not text or text in " ".join(self._row(r)).lower()
-                or text in (r.get("name") or "").lower()]
-        key = {"id": lambda r: -r["id"], "status": lambda r: (r["status"], -r["id"]),
-               "model": lambda r: (r["model"] or "", -r["id"]),
-               "metric": lambda r: (r.get("main_value") is None, -(r.get("main_value") or 0))}[self.sort_by]
+                or text in (r.name or "").lower()]
+        key = {"id": lambda r: -r.id, "status": lambda r: (r.status, -r.id),
+               "model": lambda r: (r.model or "", -r.id),
+               "metric": lambda r: (r.main_value is None, -(r.main_value or 0))}[self.sort_by]
         return sorted(rows, key=key)
 
-    def _show(self, runs: list[dict[str, Any]]) -> None:
+    def _show(self, runs: list[RunRecord]) -> None:
         self.runs = runs
         table = self.query_one("#runs", DataTable)
         current = self.current_id()
         table.clear()
         visible = self._visible()
         for r in visible:
-            table.add_row(*self._row(r), key=str(r["id"]))
+            table.add_row(*self._row(r), key=str(r.id))
         if current is not None:
             for i, r in enumerate(visible):
-                if r["id"] == current:
+                if r.id == current:
                     table.move_cursor(row=i, animate=False)
         hint = self.query_one("#runs-hint", Static)
         if not runs:
             hint.update("No runs yet. n: new run (pick a model)   p: start from a preset")
         else:
-            live = sum(1 for r in runs if r["status"] in LIVE)
-            sweeps = " · w: sweeps" if any(r.get("sweep") for r in runs) else ""
+            live = sum(1 for r in runs if r.live)
+            sweeps = " · w: sweeps" if any(r.sweep for r in runs) else ""
             hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}{sweeps}"
                         + (f" · marked: {', '.join(map(str, sorted(self.marked)))}" if self.marked else ""))
 
@@ -122,9 +121,9 @@ class RunsScreen(BaseScreen):
             return None
         return int(key.value) if key and key.value else None
 
-    def current(self) -> dict[str, Any] | None:
+    def current(self) -> RunRecord | None:
         rid = self.current_id()
-        return next((r for r in self.runs if r["id"] == rid), None)
+        return next((r for r in self.runs if r.id == rid), None)
 
     # -- actions ---------------------------------------------------------------------------------
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -145,52 +144,41 @@ class RunsScreen(BaseScreen):
 
     def action_open(self) -> None:
         run = self.current()
-        if run is None:
-            return
-        from tuitune.screens.monitor import MonitorScreen
-
-        self.app.push_screen(MonitorScreen(run["id"]))
+        if run is not None:
+            self.post_message(messages.OpenRun(run.id))
 
     def action_new(self) -> None:
-        from tuitune.screens.wizard import ModelScreen
-
-        self.app.draft = {}  # type: ignore[attr-defined]
-        self.app.push_screen(ModelScreen())
+        self.post_message(messages.NewRun({}))
 
     def action_presets(self) -> None:
-        from tuitune.screens.wizard import open_presets
-
-        open_presets(self.app)
+        self.post_message(messages.PickPreset())
 
     def action_clone(self) -> None:
         run = self.current()
         if run is None:
             return
-        from tuitune.screens.wizard import ModelScreen
-
-        cfg = copy.deepcopy(run["config"])
+        cfg = copy.deepcopy(run.config)
         cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
-        self.app.draft = cfg  # type: ignore[attr-defined]
-        self.app.push_screen(ModelScreen())
+        self.post_message(messages.NewRun(cfg))
 
     def action_stop(self) -> None:
         run = self.current()
         if run is None:
             return
-        if run["status"] not in LIVE:
-            self.app.show_error(f"run {run['id']} is {run['status']}: only a live run can be stopped")  # type: ignore[attr-defined]
+        if not run.live:
+            self.tuitune.show_error(f"run {run.id} is {run.status}: only a live run can be stopped")
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._stop(run["id"])
+                self._stop(run.id)
 
-        self.app.push_screen(ConfirmDialog(f"Stop run {run['id']} ({run['name']})? It saves a checkpoint and "
+        self.app.push_screen(ConfirmDialog(f"Stop run {run.id} ({run.name})? It saves a checkpoint and "
                                            "ends as stopped."), answer)
 
     @work(thread=True, exit_on_error=False, group="change")
     def _stop(self, run_id: int) -> None:
-        self.app.store.stop(run_id)  # type: ignore[attr-defined]
+        self.tuitune.store.stop(run_id)
         self.app.call_from_thread(self.notify, f"run {run_id}: stop requested")
         self.app.call_from_thread(self.refresh_runs)
 
@@ -198,20 +186,20 @@ class RunsScreen(BaseScreen):
         run = self.current()
         if run is None:
             return
-        if run["status"] in LIVE:
-            self.app.show_error(f"run {run['id']} is {run['status']}: stop it first (s)")  # type: ignore[attr-defined]
+        if run.live:
+            self.tuitune.show_error(f"run {run.id} is {run.status}: stop it first (s)")
             return
 
         def answer(yes: bool | None) -> None:
             if yes:
-                self._delete(run["id"])
+                self._delete(run.id)
 
-        self.app.push_screen(ConfirmDialog(f"Delete run {run['id']} ({run['name']}, {run['status']}) "
+        self.app.push_screen(ConfirmDialog(f"Delete run {run.id} ({run.name}, {run.status}) "
                                            "and its files? This cannot be undone."), answer)
 
     @work(thread=True, exit_on_error=False, group="change")
     def _delete(self, run_id: int) -> None:
-        self.app.store.delete(run_id)  # type: ignore[attr-defined]
+        self.tuitune.store.delete(run_id)
         self.marked.discard(run_id)
         self.app.call_from_thread(self.notify, f"deleted run {run_id}")
         self.app.call_from_thread(self.refresh_runs)
@@ -220,12 +208,10 @@ class RunsScreen(BaseScreen):
         run = self.current()
         if run is None:
             return
-        if run["status"] != "completed":
-            self.app.show_error(f"run {run['id']} is {run['status']}: predict needs a completed run")  # type: ignore[attr-defined]
+        if run.status != "completed":
+            self.tuitune.show_error(f"run {run.id} is {run.status}: predict needs a completed run")
             return
-        from tuitune.screens.predict import PredictScreen
-
-        self.app.push_screen(PredictScreen(run["id"]))
+        self.post_message(messages.PredictRun(run.id))
 
     def action_mark(self) -> None:
         rid = self.current_id()
@@ -237,15 +223,11 @@ class RunsScreen(BaseScreen):
     def action_compare(self) -> None:
         ids = sorted(self.marked)
         if len(ids) < 2:
-            self.app.show_error("mark two or more runs with space, then press v to compare them")  # type: ignore[attr-defined]
+            self.tuitune.show_error("mark two or more runs with space, then press v to compare them")
             return
-        from tuitune.screens.monitor import CompareScreen
-
-        self.app.push_screen(CompareScreen(ids))
+        self.post_message(messages.CompareRuns(ids))
 
     def action_sweeps(self) -> None:
         """The sweep of the run under the cursor (a trial), else the list of sweeps."""
-        from tuitune.screens.sweep import SweepScreen, SweepsScreen
-
         run = self.current()
-        self.app.push_screen(SweepScreen(run["sweep"]) if run and run.get("sweep") else SweepsScreen())
+        self.post_message(messages.OpenSweep(run.sweep if run else None))

@@ -16,8 +16,8 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
-from tuitune.screens.monitor import draw_loss
 
 
 def _fmt(v: Any) -> str:
@@ -81,7 +81,7 @@ class SweepScreen(BaseScreen):
     def on_mount(self) -> None:
         self.query_one("#sw-table", DataTable).focus()
         self.refresh_sweep()
-        self.set_interval(self.app.poll_s * 4, self.refresh_sweep)  # type: ignore[attr-defined]
+        self.set_interval(self.tuitune.poll_s * 4, self.refresh_sweep)
 
     def refresh_sweep(self) -> None:
         if not self._loading:
@@ -91,7 +91,7 @@ class SweepScreen(BaseScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
     def _load(self) -> None:
         try:
-            s = load_summary(self.app.store.h, self.sweep_name)  # type: ignore[attr-defined]
+            s = load_summary(self.tuitune.store.h, self.sweep_name)
         finally:
             self._loading = False
         self.app.call_from_thread(self._show, s)
@@ -118,10 +118,19 @@ class SweepScreen(BaseScreen):
             for i, r in enumerate(s["trials"]):
                 if r["trial"] == current:
                     table.move_cursor(row=i, animate=False)
-        curve = s["best_so_far"]
-        draw_loss(self.query_one("#sw-curve", PlotextPlot),
-                  [("best", [n for n, _ in curve], [v for _, v in curve])], title=f"best {s['metric']}")
+        self._draw_curve(s["best_so_far"], s["metric"])
         self.query_one("#sw-importance", Static).update("\n".join(importance_lines(s["importances"])))
+
+    def _draw_curve(self, curve: list, metric: str) -> None:
+        """The best value so far after each completed trial (a step line)."""
+        plot = self.query_one("#sw-curve", PlotextPlot)
+        plt = plot.plt
+        plt.clear_figure()
+        plt.title(f"best {metric}")
+        if curve:
+            plt.plot([n for n, _ in curve], [v for _, v in curve], marker="braille")
+            plt.xlabel("trial")
+        plot.refresh()
 
     def current_trial(self) -> Optional[int]:
         table = self.query_one("#sw-table", DataTable)
@@ -143,17 +152,17 @@ class SweepScreen(BaseScreen):
         row = next((r for r in self.summary["trials"] if r["trial"] == n), None)
         if row is None or row["run_id"] is None:
             why = row.get("error") if row else None
-            self.app.show_error(f"trial {n} has no run on this machine" + (f": {why}" if why else ""))  # type: ignore[attr-defined]
+            self.tuitune.show_error(f"trial {n} has no run on this machine" + (f": {why}" if why else ""))
             return
         try:
-            self.app.store.run(row["run_id"])  # type: ignore[attr-defined]
+            run = self.tuitune.store.run(row["run_id"])
         except Exception:
-            self.app.show_error(f"run {row['run_id']} of trial {n} is in another machine's history "  # type: ignore[attr-defined]
-                                f"(host {row.get('host')})")
+            run = None
+        if run is None or run.sweep != self.sweep_name:
+            self.tuitune.show_error(f"run {row['run_id']} of trial {n} is in another machine's history "
+                                    f"(host {row.get('host')})")
             return
-        from tuitune.screens.monitor import MonitorScreen
-
-        self.app.push_screen(MonitorScreen(row["run_id"]))
+        self.post_message(messages.OpenRun(row["run_id"]))
 
 
 class SweepsScreen(BaseScreen):
@@ -185,7 +194,7 @@ class SweepsScreen(BaseScreen):
     def _load(self) -> None:
         from tuitune import sweep
 
-        h = self.app.store.h  # type: ignore[attr-defined]
+        h = self.tuitune.store.h
         rows = []
         for row in sweep.known_sweeps(h):
             try:
@@ -211,4 +220,4 @@ class SweepsScreen(BaseScreen):
         table = self.query_one("#sweeps", DataTable)
         if not table.row_count:
             return
-        self.app.push_screen(SweepScreen(self.names[table.cursor_row]))
+        self.post_message(messages.OpenSweep(self.names[table.cursor_row]))

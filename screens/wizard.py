@@ -1,8 +1,9 @@
 """A new run, step by step: Model → Dataset → Method & training → Review (YAML, save, launch).
 
 The draft config lives on the app (`app.draft`, a plain dict in `RunConfig`'s shape); each step
-fills its part. Inspection runs in workers through `tuitune.ui_data`; bad input shows one inline
-message next to the field, never a crash.
+fills its part. Inspection runs in workers through `tuitune.model_info` and
+`tuitune.dataset_info`; bad input shows one inline message next to the field, never a crash.
+Launching posts `RunLaunched`: the app takes it from there.
 """
 
 from __future__ import annotations
@@ -10,22 +11,26 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, cast
 
 from pydantic import ValidationError
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.suggester import Suggester
 from textual.widgets import DataTable, Footer, Header, Input, Label, OptionList, Select, Static
 from textual.widgets.option_list import Option
 
+from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
+from tuitune.formatting import fmt_bytes, fmt_count
+from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import AskDialog, PickDialog
-from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
-from tuitune.ui_data import fmt_bytes, fmt_count
+
+if TYPE_CHECKING:
+    from tuitune.app import TuituneApp
 
 
 class PathSuggester(Suggester):
@@ -49,9 +54,8 @@ class PathSuggester(Suggester):
         return value + names[0][len(stem):]
 
 
-def draft_of(app) -> dict[str, Any]:
-    if not getattr(app, "draft", None):
-        app.draft = {}
+def draft_of(app: "TuituneApp") -> dict[str, Any]:
+    """The app's draft config, with every section present."""
     d = app.draft
     for part in ("model", "data", "method", "quantization", "training", "evaluation"):
         d.setdefault(part, {})
@@ -82,7 +86,7 @@ class ModelScreen(BaseScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         name = d["model"].get("name_or_path", "")
         self.query_one("#model-name", Input).value = name
         self.query_one("#model-name", Input).focus()
@@ -92,7 +96,7 @@ class ModelScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="choices")
     def _choices(self) -> None:
-        from tuitune.ui_data import model_choices
+        from tuitune.model_info import model_choices
 
         items = model_choices()
         self.app.call_from_thread(self._fill_choices, items)
@@ -125,7 +129,7 @@ class ModelScreen(BaseScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="inspect")
     def _inspect(self, name: str) -> None:
         from tuitune.errors import TuituneError
-        from tuitune.ui_data import inspect_model
+        from tuitune.model_info import inspect_model
 
         try:
             info = inspect_model(name)
@@ -141,7 +145,7 @@ class ModelScreen(BaseScreen):
         if info is None:
             panel.update("")
             return
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         batch = int(d["training"].get("per_device_train_batch_size", 16))
         length = int(d["data"].get("max_length", 128))
         mem = info.memory(batch, length)
@@ -167,7 +171,7 @@ class ModelScreen(BaseScreen):
                 "press enter to inspect the model first (it must be found before going on)")
             self.inspect(name)
             return
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         d["model"]["name_or_path"] = name
         if d.get("task") not in self.info.tasks:
             d["task"] = self.info.tasks[0]
@@ -206,7 +210,7 @@ class DatasetScreen(BaseScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         path = d["data"].get("path", "")
         self.query_one("#data-path", Input).value = path
         self.query_one("#data-path", Input).focus()
@@ -214,7 +218,7 @@ class DatasetScreen(BaseScreen):
             self.read(path)
 
     def action_pick(self) -> None:
-        from tuitune.ui_data import dataset_choices
+        from tuitune.dataset_info import dataset_choices
 
         def chosen(value: str | None) -> None:
             if value:
@@ -227,7 +231,7 @@ class DatasetScreen(BaseScreen):
         self.read(event.value)
 
     def read(self, path: str) -> None:
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         self.query_one("#data-error", Static).update("reading…")
         self._read(path, d["data"].get("text_column", "text"), d["data"].get("label_column", "label"))
 
@@ -245,9 +249,9 @@ class DatasetScreen(BaseScreen):
     @work(thread=True, exclusive=True, exit_on_error=False, group="read")
     def _read(self, path: str, text_col: Optional[str], label_col: Optional[str]) -> None:
         from tuitune.errors import TuituneError
-        from tuitune.ui_data import inspect_dataset
+        from tuitune.dataset_info import inspect_dataset
 
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         kw = dict(max_length=int(d["data"].get("max_length", 128)),
                   validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path)
         error = ""
@@ -310,7 +314,7 @@ class DatasetScreen(BaseScreen):
             err.update("press enter to read the dataset first")
             return
         text_col, label_col = self._cols()
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         if not text_col:
             err.update(f"pick the text column: columns are {', '.join(self.info.columns)}")
             return
@@ -420,7 +424,7 @@ class MethodScreen(BaseScreen):
         yield Header()
         yield Label("Method & training — each field is checked as you type", classes="step")
         yield Static("", id="form-error", classes="error", markup=False)
-        d = draft_of(self.app)
+        d = draft_of(self.tuitune)
         defaults = RunConfig.model_validate({"model": {"name_or_path": "x"}, "data": {"path": "x"}}).model_dump()
         with VerticalScroll(id="form"):
             for key, label, kind in FIELDS:
@@ -443,13 +447,13 @@ class MethodScreen(BaseScreen):
         self.query_one("#f-name").focus()
 
     def _read_form(self) -> dict:
-        d = copy.deepcopy(draft_of(self.app))
+        d = copy.deepcopy(draft_of(self.tuitune))
         for key, _label, kind in FIELDS:
             w = self.query_one("#f-" + key.replace(".", "-"))
             if isinstance(w, Select):
                 v = w.value if isinstance(w.value, str) else None
             else:
-                v = parse(w.value, kind)  # type: ignore[attr-defined]
+                v = parse(cast(Input, w).value, kind)
             _set(d, key, v)
         if not d.get("name"):  # a run needs a label: model and method by default
             d["name"] = f"{Path(str(_get(d, 'model.name_or_path') or 'model')).name}-{_get(d, 'method.name') or 'full'}"
@@ -465,7 +469,7 @@ class MethodScreen(BaseScreen):
             w.set_class(bool(msg), "invalid-field")
         other = "; ".join(list(per.values()) + ([general] if general else []))
         self.query_one("#form-error", Static).update(other)
-        self.app.draft = d  # type: ignore[attr-defined]
+        self.tuitune.draft = d
         return cfg
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -529,38 +533,9 @@ class ReviewScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
     def _launch(self) -> None:
-        run_id = self.app.store.launch(self.cfg.model_dump(mode="json"))  # type: ignore[attr-defined]
-        self.app.call_from_thread(self._open, run_id)
-
-    def _open(self, run_id: int) -> None:
-        from tuitune.screens.monitor import MonitorScreen
-        from tuitune.screens.runs import RunsScreen
-
-        # back to Runs, then the new run's monitor on top
-        while len(self.app.screen_stack) > 1 and not isinstance(self.app.screen, RunsScreen):
-            self.app.pop_screen()
-        self.app.push_screen(MonitorScreen(run_id))
+        run_id = self.tuitune.store.launch(self.cfg.model_dump(mode="json"))
+        self.post_message(messages.RunLaunched(run_id))
 
     def action_back(self) -> None:
         self.app.pop_screen()
 
-
-# -- Presets -----------------------------------------------------------------------------------------
-
-def open_presets(app) -> None:
-    """Pick a preset (shipped or saved); its config becomes the draft and the wizard opens on it."""
-    from tuitune.presets import all_presets, load_preset_dict
-
-    def chosen(value: str | None) -> None:
-        if not value:
-            return
-        try:
-            app.draft = load_preset_dict(value)
-        except Exception as err:  # a broken user preset: say so
-            from tuitune.screens.base import explain
-
-            app.show_error(explain(err))
-            return
-        app.push_screen(ModelScreen())
-
-    app.push_screen(PickDialog("Start from a preset", all_presets()), chosen)

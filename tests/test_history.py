@@ -8,8 +8,10 @@ import time
 
 import pytest
 
+from tuitune import history
 from tuitune.errors import TuituneError
-from tuitune.history import History, pid_alive
+from tuitune.history import MIGRATIONS, History, pid_alive
+from tuitune.records import EvalRecord, RunRecord
 
 CFG = {"name": "t", "task": "classification", "model": {"name_or_path": "m"}, "data": {"path": "d"},
        "method": {"name": "full"}}
@@ -23,8 +25,28 @@ def test_schema_is_wal_versioned_and_owner_only(tuitune_home):
     assert oct(os.stat(tuitune_home).st_mode & 0o777) == "0o700"
     tables = {r[0] for r in h.conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert {"runs", "metrics", "latest_metrics", "evaluations", "system", "events"} <= tables
-    # reopening does not migrate again
-    History().close()
+
+
+def test_reopening_does_not_migrate_again_and_an_old_file_gets_only_the_new_migrations(tmp_path, monkeypatch):
+    db = tmp_path / "history.db"
+    first = History(db)
+    assert first.migrations_applied == len(MIGRATIONS)
+    rid = first.create_run(CFG)
+    first.close()
+    again = History(db)
+    assert again.migrations_applied == 0
+    assert again.conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    assert [r.id for r in again.list_runs()] == [rid]
+    again.close()
+    # an upgrade adds one migration: an existing file runs that one only, once
+    monkeypatch.setattr(history, "MIGRATIONS", MIGRATIONS + ["INSERT INTO events (run_id, time, kind) VALUES (1, 0, 'upgraded')"])
+    upgraded = History(db)
+    assert upgraded.migrations_applied == 1
+    upgraded.close()
+    reopened = History(db)
+    assert reopened.migrations_applied == 0
+    assert [e["kind"] for e in reopened.events(rid)].count("upgraded") == 1
+    assert [r.id for r in reopened.list_runs()] == [rid]
 
 
 def test_status_check_constraint():
@@ -46,7 +68,7 @@ def test_metrics_are_read_live_and_incrementally_by_another_connection():
     new = reader.metrics(rid, after_rowid=rows[-1]["rowid"])
     assert [(r["key"], r["step"], r["value"]) for r in new] == [("train/loss", 2, 1.5)]
     assert reader.latest(rid)["train/loss"] == 1.5
-    assert reader.get_run(rid)["step"] == 2
+    assert reader.get_run(rid).step == 2
 
 
 def test_evaluations_events_and_system_samples():
@@ -54,7 +76,10 @@ def test_evaluations_events_and_system_samples():
     rid = h.create_run(CFG)
     h.log_evaluation(rid, "baseline", 0, {"eval_accuracy": 0.2})
     h.log_evaluation(rid, "final", 10, {"eval_accuracy": 0.9})
-    assert [e["phase"] for e in h.evaluations(rid)] == ["baseline", "final"]
+    evals = h.evaluations(rid)
+    assert all(isinstance(e, EvalRecord) for e in evals)
+    assert [(e.run_id, e.phase, e.step, e.metrics) for e in evals] == [
+        (rid, "baseline", 0, {"eval_accuracy": 0.2}), (rid, "final", 10, {"eval_accuracy": 0.9})]
     assert [e["message"] for e in h.events(rid) if e["kind"] == "eval"] == [
         "baseline: accuracy 0.2", "final: accuracy 0.9"]
     h.log_system(rid, {"cpu_percent": 50.0, "ram_used": 1, "ram_total": 2, "gpus": []}, step=3)
@@ -73,7 +98,8 @@ def test_dead_engine_is_marked_crashed_by_whoever_looks_next():
     h.update_run(rid, pid=proc.pid)
     assert not pid_alive(proc.pid)
     run = History().get_run(rid)
-    assert run["status"] == "crashed" and "tuitune resume" in run["error"]
+    assert isinstance(run, RunRecord)
+    assert run.status == "crashed" and "tuitune resume" in run.error
     assert h.events(rid)[-1]["kind"] == "crashed"
 
 
@@ -82,7 +108,7 @@ def test_stale_heartbeat_is_a_crash_even_with_a_live_pid():
     rid = h.create_run(CFG)
     h.set_status(rid, "running")
     h.update_run(rid, pid=os.getpid(), heartbeat_at=int(time.time() * 1000) - 3_600_000)
-    assert h.get_run(rid)["status"] == "crashed"
+    assert h.get_run(rid).status == "crashed"
 
 
 def test_resume_truncation_drops_steps_after_the_checkpoint():

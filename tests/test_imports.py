@@ -27,3 +27,23 @@ def test_help_does_not_load_torch(tmp_path):
     assert out.returncode == 0
     assert "usage: tuitune" in out.stdout
     assert "import 'torch'" not in out.stderr
+
+
+def test_screens_do_not_import_one_another():
+    """Screens post messages and the app navigates: a screen imports only the shared pieces
+    (base, dialogs, messages), never another screen, so there is no import cycle among them."""
+    import ast
+
+    shared = {"tuitune.screens", "tuitune.screens.base", "tuitune.screens.dialogs", "tuitune.screens.messages"}
+    found = {}
+    for path in sorted((ROOT / "screens").glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names}
+        screens = {n for n in names if n.startswith("tuitune.screens.") and n.count(".") == 2} - shared
+        if screens:
+            found[path.name] = sorted(screens)
+    assert found == {}

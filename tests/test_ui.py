@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 import time
@@ -22,6 +23,19 @@ os.environ["TZ"] = "UTC"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 
+def token_rows(panel) -> list[tuple[str, float]]:
+    """(token, score) rows of a Predict answer panel: a name, a bar, a probability; best first."""
+    rows = []
+    for line in str(panel.render()).splitlines():
+        m = re.fullmatch(r"(.+?)\s+[ ▏▎▍▌▋▊▉█]*\s(\d\.\d{3})", line.rstrip())
+        if m:
+            rows.append((m.group(1).strip(), float(m.group(2))))
+    scores = [s for _, s in rows]
+    assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores), rows
+    assert sum(scores) <= 1.005, rows
+    return rows
+
+
 async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
     t = time.monotonic()
     while time.monotonic() - t < timeout:
@@ -33,8 +47,9 @@ async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
 
 def test_ui_imports_no_torch():
     code = ("import sys, tuitune.app, tuitune.cli, tuitune.screens.runs, tuitune.screens.wizard, "
-            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.dialogs, tuitune.ui_data, "
-            "tuitune.predict_client, tuitune.presets\n"
+            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.dialogs, "
+            "tuitune.screens.messages, tuitune.formatting, tuitune.records, tuitune.runstore, tuitune.model_info, "
+            "tuitune.dataset_info, tuitune.predict_client, tuitune.presets\n"
             "heavy = [m for m in ('torch','transformers','peft','trl','datasets','bitsandbytes') if m in sys.modules]\n"
             "print(heavy); sys.exit(1 if heavy else 0)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -71,6 +86,16 @@ def test_runs_replay_compare_filter_delete(tuitune_home):
             await pilot.press("space", "down", "space", "v")
             await wait_for(pilot, lambda: type(app.screen).__name__ == "CompareScreen" and app.screen.data, 10)
             assert "training.learning_rate" in str(app.screen.query_one("#cmp-diff").render())
+            await pilot.press("escape")
+            # clone: the wizard opens on the run's config; a preset: the wizard opens on the preset
+            await pilot.press("c")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelScreen", 10, "wizard on the clone")
+            assert app.draft["name"] == "bbc-full-clone" and app.draft["training"]["learning_rate"] == 1e-4
+            await pilot.press("escape", "p")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "PickDialog", 10, "preset list")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "ModelScreen", 10, "wizard on the preset")
+            assert app.draft["name"] and app.draft["model"]["name_or_path"]
             await pilot.press("escape")
             # delete with confirmation: 'n' keeps it, 'y' deletes
             await pilot.press("d", "n")
@@ -170,13 +195,13 @@ def test_full_story_launch_monitor_stop_replay_predict(tuitune_home, tiny_bert, 
             mon = app.screen
             await wait_for(pilot, lambda: len(mon.tl.series.get("train/loss", ([], []))[0]) >= 3, 150,
                            "loss points in the monitor")
-            assert mon.run["status"] == "running"
+            assert mon.run.status == "running"
             await pilot.press("s", "y")
-            await wait_for(pilot, lambda: mon.run.get("status") == "stopped", 60, "run stopped")
+            await wait_for(pilot, lambda: mon.run.status == "stopped", 60, "run stopped")
             run_id = mon.run_id
             await pilot.press("escape")
             table = app.screen.query_one("#runs")
-            await wait_for(pilot, lambda: any(r["id"] == run_id and r["status"] == "stopped"
+            await wait_for(pilot, lambda: any(r.id == run_id and r.status == "stopped"
                                               for r in app.screen.runs), 10, "run listed as stopped")
             # replay it
             app.screen.query_one("#filter").value = "ui-lora"
@@ -190,20 +215,25 @@ def test_full_story_launch_monitor_stop_replay_predict(tuitune_home, tiny_bert, 
             assert app.screen.cursor == n - 2
             await pilot.press("escape")
             # predict on the completed masked-LM run
-            await wait_for(pilot, lambda: any(r["id"] == mlm_id and r["status"] == "completed"
+            await wait_for(pilot, lambda: any(r.id == mlm_id and r.status == "completed"
                                               for r in app.screen.runs), 120, "mlm run completed")
             app.screen.query_one("#filter").value = "tiny-mlm"
             await pilot.pause(0.2)
             table.focus()
             await pilot.press("i")
-            assert type(app.screen).__name__ == "PredictScreen"
-            tuned = app.screen.query_one("#pred-tuned")
-            base = app.screen.query_one("#pred-base")
-            await wait_for(pilot, lambda: str(tuned.render()).count("\n") >= 4 and str(base.render()).strip(), 120,
-                           "mask-fill answers")
-            # as you type: a new question is answered
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "PredictScreen", 10, "predict opened")
+            pred = app.screen
+            first = pred.query_one("#pred-text").value
+            await wait_for(pilot, lambda: pred.answered == first, 120, "mask-fill answers")
+            tuned_rows = token_rows(pred.query_one("#pred-tuned"))
+            base_rows = token_rows(pred.query_one("#pred-base"))
+            assert len(tuned_rows) == 5 and len(base_rows) == 5, (tuned_rows, base_rows)
+            # as you type: the new question gets its own answer from the model
             await pilot.press(*" the [MASK]")
-            await wait_for(pilot, lambda: app.screen.text.endswith("the [MASK]"), 10)
+            await wait_for(pilot, lambda: pred.answered is not None and pred.answered.endswith("the [MASK]"), 120,
+                           "answer to the new text")
+            assert len(token_rows(pred.query_one("#pred-tuned"))) == 5
+            assert "top-5 tokens" in str(pred.query_one("#pred-status").render())
             await pilot.press("escape")
     try:
         asyncio.run(go())

@@ -1,7 +1,9 @@
 """The Textual app. `make_app()` builds it (the CLI and the tests share it); `run_app()` runs it.
 
-Importing this module loads Textual and the screens, never torch & co.: training and prediction
-run in `python -m tuitune.engine` processes; history reads go through `tuitune.ui_data.RunStore`.
+Screens post messages (`tuitune.screens.messages`) and the app navigates, so screens never import
+each other to open one another. Importing this module loads Textual and the Runs screen, never
+torch & co.: training and prediction run in `python -m tuitune.engine` processes; history reads go
+through `tuitune.runstore.RunStore`. The other screens load when first opened.
 """
 
 from __future__ import annotations
@@ -9,13 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from textual import on
 from textual.app import App
 from textual.binding import Binding
 
 from tuitune import screens
+from tuitune.runstore import RunStore
+from tuitune.screens import messages
 from tuitune.screens.dialogs import MessageDialog
 from tuitune.screens.runs import RunsScreen
-from tuitune.ui_data import RunStore
 
 
 class TuituneApp(App):
@@ -34,7 +38,7 @@ class TuituneApp(App):
             predict_factory = PredictClient
         self.predict_factory = predict_factory
         self.poll_s = poll_s
-        self.draft: dict[str, Any] = {}
+        self.draft: dict[str, Any] = {}  # the wizard's config in progress, in RunConfig's shape
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -42,6 +46,70 @@ class TuituneApp(App):
     def show_error(self, message: str, title: str = "Error") -> None:
         """One clear message in a dialog (the screen stays as it was)."""
         self.push_screen(MessageDialog(message, title))
+
+    # -- navigation: what the screens ask for ------------------------------------------------------
+    @on(messages.OpenRun)
+    def open_run(self, message: messages.OpenRun) -> None:
+        self._monitor(message.run_id)
+
+    @on(messages.NewRun)
+    def new_run(self, message: messages.NewRun) -> None:
+        self._wizard(message.draft)
+
+    @on(messages.PickPreset)
+    def pick_preset(self, message: messages.PickPreset) -> None:
+        from tuitune.presets import all_presets
+        from tuitune.screens.dialogs import PickDialog
+
+        self.push_screen(PickDialog("Start from a preset", all_presets()), self._preset_chosen)
+
+    def _preset_chosen(self, name: Optional[str]) -> None:
+        from tuitune.presets import load_preset_dict
+        from tuitune.screens.base import explain
+
+        if not name:
+            return
+        try:
+            draft = load_preset_dict(name)
+        except Exception as err:  # a broken user preset: say so
+            self.show_error(explain(err))
+            return
+        self._wizard(draft)
+
+    @on(messages.PredictRun)
+    def predict_run(self, message: messages.PredictRun) -> None:
+        from tuitune.screens.predict import PredictScreen
+
+        self.push_screen(PredictScreen(message.run_id))
+
+    @on(messages.CompareRuns)
+    def compare_runs(self, message: messages.CompareRuns) -> None:
+        from tuitune.screens.monitor import CompareScreen
+
+        self.push_screen(CompareScreen(message.run_ids))
+
+    @on(messages.OpenSweep)
+    def open_sweep(self, message: messages.OpenSweep) -> None:
+        from tuitune.screens.sweep import SweepScreen, SweepsScreen
+
+        self.push_screen(SweepScreen(message.name) if message.name else SweepsScreen())
+
+    @on(messages.RunLaunched)
+    def run_launched(self, message: messages.RunLaunched) -> None:
+        while len(self.screen_stack) > 1 and not isinstance(self.screen, RunsScreen):
+            self.pop_screen()
+        self._monitor(message.run_id)
+
+    def _monitor(self, run_id: int) -> None:
+        from tuitune.screens.monitor import MonitorScreen
+
+        self.push_screen(MonitorScreen(run_id))
+
+    def _wizard(self, draft: dict[str, Any]) -> None:
+        from tuitune.screens.wizard import ModelScreen
+
+        self.draft = draft
+        self.push_screen(ModelScreen())
 
 
 def make_app(db_path: Optional[Path] = None, **kwargs: Any) -> TuituneApp:

@@ -19,8 +19,9 @@ from typing import Any, Optional
 
 from tuitune import sweep_cli
 from tuitune.errors import TuituneError
+from tuitune.formatting import eta_seconds, fmt_clock, fmt_duration, fmt_metric, fmt_time, real_metrics, short
 from tuitune.generation import add_generation_flags, generation_argv
-from tuitune.ui_data import fmt_duration, fmt_metric, fmt_time, short
+from tuitune.records import STATUSES, RunRecord
 
 EXIT_ERROR = 2
 EXIT_RUN_FAILED = 1
@@ -44,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
 
     ls = sub.add_parser("runs", parents=[common], help="list the run history")
-    ls.add_argument("--status", choices=["queued", "running", "completed", "failed", "stopped", "crashed", "pruned"])
+    ls.add_argument("--status", choices=STATUSES)
     ls.add_argument("--limit", type=int, default=50)
 
     for name, help_ in (("show", "a run's config, status, metrics and paths"),
@@ -95,29 +96,27 @@ def _print_json(obj: Any) -> None:
     print(json.dumps(obj, indent=2, default=str))
 
 
-def run_summary(h, run: dict) -> dict[str, Any]:
+def run_summary(h, run: RunRecord) -> dict[str, Any]:
     """What `--json` prints about a run: id, status, metrics and the rest."""
-    evals = h.evaluations(run["id"])
-    by_phase: dict[str, Any] = {}
-    for e in evals:
-        by_phase[e["phase"]] = e["metrics"]
-    final = by_phase.get("final") or by_phase.get("eval") or {}
+    by_phase = {e.phase: e.metrics for e in h.evaluations(run.id)}  # the last of each phase
     return {
-        "id": run["id"], "name": run["name"], "status": run["status"], "task": run["task"],
-        "model": run["model"], "method": run["method"], "dataset": run["dataset"],
-        "step": run["step"], "max_steps": run["max_steps"],
-        "metrics": final, "baseline": by_phase.get("baseline"), "test": by_phase.get("test"),
-        "latest": h.latest(run["id"]),
-        "main_metric": run["main_metric"], "main_value": run["main_value"],
-        "baseline_value": run["baseline_value"],
-        "trainable_params": run["trainable_params"], "total_params": run["total_params"],
-        "error": run["error"], "pid": run["pid"],
-        "sweep": run.get("sweep"), "trial": run.get("trial"),
-        "params": json.loads(run["params"]) if run.get("params") else None,
-        "created_at": run["created_at"], "started_at": run["started_at"], "ended_at": run["ended_at"],
-        "run_dir": run["run_dir"], "model_dir": str(Path(run["run_dir"]) / "model") if run["run_dir"] else None,
-        "log": str(Path(run["run_dir"]) / "engine.log") if run["run_dir"] else None,
+        "id": run.id, "name": run.name, "status": run.status, "task": run.task,
+        "model": run.model, "method": run.method, "dataset": run.dataset,
+        "step": run.step, "max_steps": run.max_steps,
+        "metrics": by_phase.get("final") or by_phase.get("eval") or {},
+        "baseline": by_phase.get("baseline"), "test": by_phase.get("test"),
+        "latest": h.latest(run.id),
+        "main_metric": run.main_metric, "main_value": run.main_value, "baseline_value": run.baseline_value,
+        "trainable_params": run.trainable_params, "total_params": run.total_params,
+        "error": run.error, "pid": run.pid,
+        "sweep": run.sweep, "trial": run.trial, "params": run.params,
+        "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
+        "run_dir": run.run_dir, "model_dir": _str(run.model_dir), "log": _str(run.log_path),
     }
+
+
+def _str(path: Optional[Path]) -> Optional[str]:
+    return None if path is None else str(path)
 
 
 # -- commands ---------------------------------------------------------------------------------------
@@ -152,8 +151,8 @@ def cmd_runs(args, h) -> int:
     if not runs:
         print("no runs yet: `tuitune presets` lists starting points, `tuitune run PRESET` starts one")
         return 0
-    rows = [[r["id"], r["status"], r["task"] or "", short(r["model"]), r["method"] or "", short(r["dataset"]),
-             fmt_time(r["started_at"] or r["created_at"]), fmt_duration(r), fmt_metric(r, long=True)] for r in runs]
+    rows = [[r.id, r.status, r.task or "", short(r.model), r.method or "", short(r.dataset),
+             fmt_time(r.started_at or r.created_at), fmt_duration(r), fmt_metric(r, long=True)] for r in runs]
     print(_table(rows, ["id", "status", "task", "model", "method", "dataset", "started", "duration", "main metric"]))
     return 0
 
@@ -162,30 +161,27 @@ def cmd_show(args, h) -> int:
     run = h.get_run(args.run)
     summary = run_summary(h, run)
     if args.json:
-        summary["config"] = run["config"]
+        summary["config"] = run.config
         _print_json(summary)
         return 0
     import yaml
 
-    print(f"run {run['id']} ({run['name']}): {run['status']}"
-          + (f" — {run['error']}" if run["error"] else ""))
-    print(f"  step {run['step'] or 0}/{run['max_steps'] or '?'}  started {fmt_time(run['started_at'])}"
+    print(f"run {run.id} ({run.name}): {run.status}" + (f" — {run.error}" if run.error else ""))
+    print(f"  step {run.step or 0}/{run.max_steps or '?'}  started {fmt_time(run.started_at)}"
           f"  duration {fmt_duration(run)}")
-    if run["trainable_params"]:
-        print(f"  trainable parameters {run['trainable_params']:,} of {run['total_params']:,}"
-              f" ({100 * run['trainable_params'] / run['total_params']:.2f}%)")
+    if run.trainable_params and run.total_params:
+        print(f"  trainable parameters {run.trainable_params:,} of {run.total_params:,}"
+              f" ({100 * run.trainable_params / run.total_params:.2f}%)")
     for phase in ("baseline", "final", "test"):
         m = summary["metrics"] if phase == "final" else summary[phase]
         if m:
-            shown = {k: round(v, 4) for k, v in m.items() if isinstance(v, (int, float))
-                     and not k.endswith(("runtime", "per_second"))}
-            print(f"  {phase:8s} {shown}")
-    if summary["latest"] and run["status"] in ("running", "queued"):
+            print(f"  {phase:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
+    if summary["latest"] and run.live:
         shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
-    print(f"  run dir  {run['run_dir']}\n  log      {summary['log']}")
+    print(f"  run dir  {run.run_dir}\n  log      {summary['log']}")
     print("config:")
-    print("  " + yaml.safe_dump(run["config"], sort_keys=False).replace("\n", "\n  ").rstrip())
+    print("  " + yaml.safe_dump(run.config, sort_keys=False).replace("\n", "\n  ").rstrip())
     return 0
 
 
@@ -194,9 +190,9 @@ def cmd_stop(args, h) -> int:
 
     run = launcher.stop_run(h, int(args.run) if str(args.run).isdigit() else args.run)
     if args.json:
-        _print_json({"id": run["id"], "status": "stopping"})
+        _print_json({"id": run.id, "status": "stopping"})
     else:
-        print(f"run {run['id']}: stop requested; it saves a checkpoint and ends as stopped")
+        print(f"run {run.id}: stop requested; it saves a checkpoint and ends as stopped")
     return 0
 
 
@@ -205,17 +201,17 @@ def cmd_delete(args, h) -> int:
     if not args.yes and not args.json:
         if not sys.stdin.isatty():
             raise TuituneError("delete needs --yes when not run from a terminal")
-        ans = input(f"delete run {run['id']} ({run['name']}, {run['status']}) and its files? [y/N] ")
+        ans = input(f"delete run {run.id} ({run.name}, {run.status}) and its files? [y/N] ")
         if ans.strip().lower() not in ("y", "yes"):
             print("kept")
             return 0
     from tuitune import launcher
 
-    launcher.delete_run(h, run["id"])
+    launcher.delete_run(h, run.id)
     if args.json:
-        _print_json({"id": run["id"], "deleted": True})
+        _print_json({"id": run.id, "deleted": True})
     else:
-        print(f"deleted run {run['id']}")
+        print(f"deleted run {run.id}")
     return 0
 
 
@@ -236,7 +232,7 @@ def _engine(args_list: list[str]) -> dict:
 
 def cmd_predict(args, h) -> int:
     run = h.get_run(args.run)
-    cmd = ["predict", str(run["id"]), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
+    cmd = ["predict", str(run.id), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
     cmd += generation_argv(args)
     out = _engine(cmd)
     if args.json:
@@ -254,7 +250,7 @@ def cmd_predict(args, h) -> int:
 
 def cmd_merge(args, h) -> int:
     run = h.get_run(args.run)
-    out = _engine(["merge", str(run["id"])] + (["--out", args.out] if args.out else []))
+    out = _engine(["merge", str(run.id)] + (["--out", args.out] if args.out else []))
     if args.json:
         _print_json(out)
     else:
@@ -266,9 +262,9 @@ def cmd_export(args, h) -> int:
     from tuitune.export import export_run
 
     run = h.get_run(args.run)
-    files = export_run(h.path, run["id"], Path(args.out), args.format)
+    files = export_run(h.path, run.id, Path(args.out), args.format)
     if args.json:
-        _print_json({"id": run["id"], "files": [str(f) for f in files]})
+        _print_json({"id": run.id, "files": [str(f) for f in files]})
     else:
         print("\n".join(str(f) for f in files))
     return 0
@@ -287,17 +283,17 @@ def cmd_resume(args, h) -> int:
     from tuitune import launcher
 
     run = h.get_run(args.run)
-    launcher.resume_run(h, run["id"])
-    return _after_start(args, h, run["id"])
+    launcher.resume_run(h, run.id)
+    return _after_start(args, h, run.id)
 
 
 def _after_start(args, h, run_id: int) -> int:
     if args.detach:
         run = h.get_run(run_id)
         if args.json:
-            _print_json({"id": run_id, "status": run["status"], "pid": run["pid"], "run_dir": run["run_dir"]})
+            _print_json({"id": run_id, "status": run.status, "pid": run.pid, "run_dir": run.run_dir})
         else:
-            print(f"run {run_id} started in the background (pid {run['pid']}); "
+            print(f"run {run_id} started in the background (pid {run.pid}); "
                   f"`tuitune show {run_id}` or `tuitune` to watch it, `tuitune stop {run_id}` to stop it")
         return 0
     return follow(h, run_id, quiet=args.json, as_json=args.json)
@@ -327,7 +323,7 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
     try:
         while True:
             run = h.get_run(run_id)
-            launcher.wait_pid(run.get("pid"))
+            launcher.wait_pid(run.pid)
             if not quiet:
                 line = _progress_line(h, run)
                 # A terminal gets one line redrawn in place; a log file gets a line per new step.
@@ -336,7 +332,7 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
                     sys.stderr.write(("\r\033[K" if tty else "") + line + ("" if tty else "\n"))
                     sys.stderr.flush()
                     last_line = key
-            if run["status"] not in ("queued", "running"):
+            if not run.live:
                 break
             time.sleep(poll_s)
     except KeyboardInterrupt:
@@ -352,39 +348,31 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
         _print_json(summary)
     else:
         _print_final(summary)
-    return 0 if run["status"] in ("completed", "stopped") else EXIT_RUN_FAILED
+    return 0 if run.status in ("completed", "stopped") else EXIT_RUN_FAILED
 
 
-def _progress_line(h, run: dict) -> str:
-    step, total = run.get("step") or 0, run.get("max_steps") or 0
-    status = run["status"]
-    if status == "queued":
-        return f"run {run['id']}: starting (loading model and data)…"
-    latest = h.latest(run["id"])
-    loss = latest.get("train/loss")
+def _progress_line(h, run: RunRecord) -> str:
+    if run.status == "queued":
+        return f"run {run.id}: starting (loading model and data)…"
+    step, total = run.step or 0, run.max_steps or 0
     width = 24
-    frac = step / total if total else 0.0
-    bar = "█" * int(frac * width) + "·" * (width - int(frac * width))
-    eta = ""
-    if run.get("started_at") and step and total:
-        elapsed = time.time() - run["started_at"] / 1000
-        eta = f" ETA {int(elapsed / step * (total - step)) // 60}:{int(elapsed / step * (total - step)) % 60:02d}"
-    s = f"run {run['id']} {status} [{bar}] {step}/{total or '?'}"
-    if loss is not None:
-        s += f" loss {loss:.4f}"
-    ev = latest.get(f"eval/{run.get('main_metric')}")
+    filled = int(step / total * width) if total else 0
+    s = f"run {run.id} {run.status} [{'█' * filled}{'·' * (width - filled)}] {step}/{total or '?'}"
+    latest = h.latest(run.id)
+    if latest.get("train/loss") is not None:
+        s += f" loss {latest['train/loss']:.4f}"
+    ev = latest.get(f"eval/{run.main_metric}")
     if ev is not None:
-        s += f" eval {run.get('main_metric')} {ev:.4f}"
-    return s + eta
+        s += f" eval {run.main_metric} {ev:.4f}"
+    left = eta_seconds(run)
+    return s + (f" ETA {fmt_clock(left)}" if left is not None else "")
 
 
 def _print_final(s: dict) -> None:
     print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
-    m, b = s["metrics"] or {}, s["baseline"] or {}
-    keys = [k for k in m if isinstance(m[k], (int, float)) and not k.endswith(("runtime", "per_second"))
-            and k != "epoch" and "preparation_time" not in k]
-    if keys:
-        rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{m[k]:.4f}"] for k in keys]
+    m, b = real_metrics(s["metrics"] or {}), s["baseline"] or {}
+    if m:
+        rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{v:.4f}"] for k, v in m.items()]
         print(_table(rows, ["metric", "baseline", "final"]))
     if s["status"] == "completed":
         print(f"model saved in {s['model_dir']}")

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from tuitune.errors import TuituneError
+from tuitune.records import RunRecord
 from tuitune.safety import inside
 
 TABLES = {  # file name -> (table, order)
@@ -29,7 +30,7 @@ def export_run(db_path: Path, run_id: int, out_dir: Path, fmt: str = "csv") -> l
         raise TuituneError(f"export format must be csv or json, got {fmt!r}")
     db = sqlite_utils.Database(str(db_path))
     try:
-        run = db["runs"].get(run_id)
+        run = RunRecord.from_row(db["runs"].get(run_id))
     except sqlite_utils.db.NotFoundError:
         raise TuituneError(f"no run {run_id} in the history: `tuitune runs` lists them") from None
     out_dir = Path(out_dir).expanduser()
@@ -38,10 +39,8 @@ def export_run(db_path: Path, run_id: int, out_dir: Path, fmt: str = "csv") -> l
     except OSError as err:
         raise TuituneError(f"cannot create export folder {out_dir}: {err.strerror}") from None
     written = []
-    run = dict(run)
-    run["config"] = json.loads(run["config"])
-    path = inside(out_dir, f"run-{run_id}.json")
-    path.write_text(json.dumps(run, indent=2), encoding="utf-8")
+    path = inside(out_dir, f"run-{run.id}.json")
+    path.write_text(json.dumps(run.to_json(), indent=2), encoding="utf-8")
     written.append(path)
     for name, (table, order) in TABLES.items():
         rows = list(db[table].rows_where("run_id = ?", [run_id], order_by=order))

@@ -7,6 +7,7 @@ Schema (after MLflow's): `runs` (status CHECK, millisecond timestamps), a long `
 (run, key, step, time, value) plus `latest_metrics` for fast listings, `evaluations` (baseline,
 periodic, final, test), `system` samples, and `events`. WAL mode and a busy timeout let several
 processes read and write at once. Schema changes go through `MIGRATIONS` (PRAGMA user_version).
+Reads hand out typed records (`tuitune.records`): `get_run` a `RunRecord`, `evaluations` `EvalRecord`s.
 """
 
 from __future__ import annotations
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any, Iterable, Optional
 
 from tuitune.errors import TuituneError
+from tuitune.formatting import real_metrics
+from tuitune.records import LIVE, STATUSES, EvalRecord, RunRecord
 from tuitune.safety import scrub, scrub_obj
 
-STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed", "pruned")
-LIVE = ("queued", "running")
 HEARTBEAT_STALE_S = 60.0  # a live run whose engine has not written for this long has crashed
 QUEUED_STALE_S = 120.0
 
@@ -179,6 +180,7 @@ class History:
         if timeout_s is None:  # how long to wait for another writer before "locked"
             timeout_s = float(os.environ.get("TUITUNE_DB_TIMEOUT") or 30.0)
         self.path = Path(path) if path else paths.db_path()
+        self.migrations_applied = 0  # how many schema migrations this connection ran (0: up to date)
         new = not self.path.exists()
         try:
             raw = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
@@ -242,6 +244,7 @@ class History:
                 raise TuituneError(f"history database {self.path}: migration left {len(broken)} dangling rows")
             self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
             self.conn.execute("COMMIT")
+            self.migrations_applied = len(MIGRATIONS) - version
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
@@ -312,12 +315,7 @@ class History:
         row = self.conn.execute("SELECT stop_requested FROM runs WHERE id=?", (run_id,)).fetchone()
         return bool(row and row[0])
 
-    def _row(self, row: sqlite3.Row) -> dict[str, Any]:
-        d = dict(row)
-        d["config"] = json.loads(d["config"]) if d.get("config") else {}
-        return d
-
-    def get_run(self, run_id: int | str) -> dict[str, Any]:
+    def get_run(self, run_id: int | str) -> RunRecord:
         try:
             rid = int(run_id)
         except (TypeError, ValueError):
@@ -326,9 +324,9 @@ class History:
         row = self.conn.execute("SELECT * FROM runs WHERE id=?", (rid,)).fetchone()
         if row is None:
             raise TuituneError(f"no run {rid} in the history: `tuitune runs` lists them")
-        return self._row(row)
+        return RunRecord.from_row(row)
 
-    def list_runs(self, *, status: Optional[str] = None, limit: int = 1000) -> list[dict[str, Any]]:
+    def list_runs(self, *, status: Optional[str] = None, limit: int = 1000) -> list[RunRecord]:
         self.refresh_liveness()
         sql, params = "SELECT * FROM runs", []
         if status:
@@ -336,7 +334,7 @@ class History:
             params.append(status)
         sql += " ORDER BY id DESC LIMIT ?"
         params.append(limit)
-        return [self._row(r) for r in self.conn.execute(sql, params)]
+        return [RunRecord.from_row(r) for r in self.conn.execute(sql, params)]
 
     def refresh_liveness(self, run_id: Optional[int] = None) -> list[int]:
         """Mark live runs whose engine is gone as crashed. Whoever looks next does it."""
@@ -365,8 +363,8 @@ class History:
 
     def delete_run(self, run_id: int) -> None:
         run = self.get_run(run_id)
-        if run["status"] in LIVE:
-            raise TuituneError(f"run {run_id} is {run['status']}: stop it first (`tuitune stop {run_id}`)")
+        if run.live:
+            raise TuituneError(f"run {run_id} is {run.status}: stop it first (`tuitune stop {run_id}`)")
         with self.conn:
             self.conn.execute("BEGIN")
             for table in ("metrics", "latest_metrics", "evaluations", "system", "events"):
@@ -423,22 +421,15 @@ class History:
     def log_evaluation(self, run_id: int, phase: str, step: int, metrics: dict[str, float]) -> None:
         self._write("INSERT INTO evaluations (run_id, phase, step, time, metrics) VALUES (?,?,?,?,?)",
                     (run_id, phase, int(step), now_ms(), json.dumps(metrics)))
-        shown = ", ".join(f"{k.split('_', 1)[-1]} {v:.4g}" for k, v in metrics.items()
-                          if isinstance(v, (int, float)) and not k.endswith(("runtime", "per_second", "epoch"))
-                          and "preparation" not in k)
+        shown = ", ".join(f"{k.split('_', 1)[-1]} {v:.4g}" for k, v in real_metrics(metrics).items())
         self.log_event(run_id, "eval", f"{phase}: {shown}", step=int(step))
 
-    def evaluations(self, run_id: int, phase: Optional[str] = None) -> list[dict[str, Any]]:
-        sql, params = "SELECT phase, step, time, metrics FROM evaluations WHERE run_id=?", [run_id]
+    def evaluations(self, run_id: int, phase: Optional[str] = None) -> list[EvalRecord]:
+        sql, params = "SELECT run_id, phase, step, time, metrics FROM evaluations WHERE run_id=?", [run_id]
         if phase:
             sql += " AND phase=?"
             params.append(phase)
-        out = []
-        for r in self.conn.execute(sql + " ORDER BY id", params):
-            d = dict(r)
-            d["metrics"] = json.loads(d["metrics"])
-            out.append(d)
-        return out
+        return [EvalRecord.from_row(r) for r in self.conn.execute(sql + " ORDER BY id", params)]
 
     def log_system(self, run_id: int, sample: dict[str, Any], step: Optional[int] = None) -> None:
         self._write(

@@ -18,7 +18,8 @@ from typing import Optional
 from tuitune import paths
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
-from tuitune.history import LIVE, History, now_ms, pid_alive
+from tuitune.history import History, now_ms, pid_alive
+from tuitune.records import RunRecord
 from tuitune.safety import private_text, scrub
 
 
@@ -69,15 +70,15 @@ def start_run(history: History, cfg: RunConfig, *, env: Optional[dict[str, str]]
     return run_id
 
 
-def stop_run(history: History, run_id: int) -> dict:
+def stop_run(history: History, run_id: int) -> RunRecord:
     """Ask a live run to stop gracefully: it checkpoints and ends as `stopped`."""
     run = history.get_run(run_id)
-    if run["status"] not in LIVE:
-        raise TuituneError(f"run {run_id} is not live (status {run['status']}): nothing to stop")
+    if not run.live:
+        raise TuituneError(f"run {run_id} is not live (status {run.status}): nothing to stop")
     history.request_stop(run_id)
-    if run.get("host") == socket.gethostname() and pid_alive(run.get("pid")):
+    if run.host == socket.gethostname() and run.pid and pid_alive(run.pid):
         try:
-            os.kill(run["pid"], signal.SIGTERM)
+            os.kill(run.pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
     return run
@@ -86,9 +87,9 @@ def stop_run(history: History, run_id: int) -> dict:
 def resume_run(history: History, run_id: int) -> int:
     """Continue a stopped, crashed or failed run from its last checkpoint, in the same run."""
     run = history.get_run(run_id)
-    if run["status"] in LIVE:
-        raise TuituneError(f"run {run_id} is still {run['status']}: nothing to resume")
-    if run["status"] == "completed":
+    if run.live:
+        raise TuituneError(f"run {run_id} is still {run.status}: nothing to resume")
+    if run.status == "completed":
         raise TuituneError(f"run {run_id} has completed: clone its config to train further")
     ckpts = checkpoints(run_id, Path(run["run_dir"]) if run.get("run_dir") else None)
     if not ckpts:
@@ -130,7 +131,7 @@ def delete_run(history: History, run_id: int) -> None:
 
     run = history.get_run(run_id)
     root = paths.runs_dir().resolve()
-    run_dir = inside(root, Path(run["run_dir"]).name) if run.get("run_dir") else None
+    run_dir = inside(root, Path(run.run_dir).name) if run.run_dir else None
     history.delete_run(run_id)
     if run_dir is not None and run_dir != root and run_dir.exists():
         shutil.rmtree(run_dir, ignore_errors=True)

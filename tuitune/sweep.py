@@ -638,13 +638,13 @@ class Driver:
                 except TuituneError:
                     run = None  # this worker's history does not hold it: another home on this host
                 if run is not None:
-                    if run["status"] in LIVE:
+                    if run.status in LIVE:
                         launcher.stop_run(self.h, run_id)
                         deadline = time.time() + 120
-                        while self.h.get_run(run_id)["status"] in LIVE and time.time() < deadline:
+                        while self.h.get_run(run_id).status in LIVE and time.time() < deadline:
                             time.sleep(0.5)
                     run = self.h.get_run(run_id)
-                    if run["status"] not in LIVE and run["status"] != "crashed" and run["status"] != "completed":
+                    if run.status not in LIVE and run.status != "crashed" and run.status != "completed":
                         self.h.set_status(run_id, "crashed", error=f"crashed: the sweep process running trial "
                                           f"{t.number} of {self.d.name} was killed")
             self.study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
@@ -743,28 +743,28 @@ class Driver:
 
         optuna = _optuna()
         run = self.h.get_run(a.run_id)
-        launcher.wait_pid(run.get("pid"))
+        launcher.wait_pid(run.pid)
         key = f"eval_{self.d.metric}"
         for e in self.h.evaluations(a.run_id, phase="eval"):
-            value = e["metrics"].get(key)
-            if e["step"] in a.reported or not isinstance(value, (int, float)) or math.isnan(value):
+            value = e.metrics.get(key)
+            if e.step in a.reported or not isinstance(value, (int, float)) or math.isnan(value):
                 continue
-            a.reported.add(e["step"])
-            a.trial.report(float(value), e["step"])
+            a.reported.add(e.step)
+            a.trial.report(float(value), e.step)
             a.trial.set_user_attr("last_value", float(value))
-            if a.pruned_at is None and run["status"] in LIVE and a.trial.should_prune():
-                a.pruned_at = (e["step"], float(value))
+            if a.pruned_at is None and run.status in LIVE and a.trial.should_prune():
+                a.pruned_at = (e.step, float(value))
                 try:
                     launcher.stop_run(self.h, a.run_id)
                 except TuituneError:
                     pass
-        if run["status"] in LIVE:
+        if run.status in LIVE:
             return False
         n = a.trial.number
-        if run["status"] == "completed":
+        if run.status == "completed":
             final = {}
             for e in self.h.evaluations(a.run_id, phase="final"):
-                final = e["metrics"]
+                final = e.metrics
             value = final.get(key)
             if not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value):
                 a.trial.set_user_attr("error", f"{self.d.metric} is {value} at the end")
@@ -776,7 +776,7 @@ class Driver:
             self.say(f"trial {n} (run {a.run_id}) completed: {self.d.metric} {value:.4f}"
                      + (" (best so far)" if best else ""))
             return True
-        if run["status"] == "stopped" and a.pruned_at is not None:
+        if run.status == "stopped" and a.pruned_at is not None:
             step, value = a.pruned_at
             why = (f"pruned at step {step}: {self.d.metric} {value:.4g} was worse than the median of earlier "
                    f"trials at that step")
@@ -784,9 +784,9 @@ class Driver:
             self.study.tell(a.trial, state=optuna.trial.TrialState.PRUNED)
             self.say(f"trial {n} (run {a.run_id}) {why}")
             return True
-        reason = run.get("error") or run["status"]
+        reason = run.error or run.status
         a.trial.set_user_attr("error", reason)
-        interrupted = bool(self.stopping) and run["status"] == "stopped"
+        interrupted = bool(self.stopping) and run.status == "stopped"
         if interrupted:
             a.trial.set_user_attr("interrupted", True)  # stopped with the sweep: resume runs it again
         self.study.tell(a.trial, state=optuna.trial.TrialState.FAIL)

@@ -1,0 +1,103 @@
+"""How the CLI and the UI write numbers, times and metrics: one copy of each, no heavy imports.
+
+- `fmt_time`, `fmt_clock`, `fmt_duration`, `eta_seconds`: wall times, elapsed times and the ETA.
+- `fmt_metric`, `real_metrics`: a run's main metric, and an evaluation's metrics without the
+  timing entries Trainer mixes in (runtime, samples per second, epoch, preparation time).
+- `fmt_count`, `fmt_bytes`, `short`: parameter counts, sizes, long names.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from tuitune.records import RunRecord
+
+TIMING_SUFFIXES = ("runtime", "per_second", "epoch", "_time")
+
+
+# -- metrics ------------------------------------------------------------------------------------------
+
+def is_real_metric(key: str, value: Any) -> bool:
+    """True for a model-quality number (accuracy, loss…), False for timing and bookkeeping entries."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return not key.endswith(TIMING_SUFFIXES) and "preparation" not in key
+
+
+def real_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The real metrics of an evaluation, in their order."""
+    return {k: v for k, v in metrics.items() if is_real_metric(k, v)}
+
+
+def fmt_metric(run: "RunRecord", long: bool = False) -> str:
+    """`accuracy 0.9776 (0.135)`: the main metric and, in brackets, its baseline before training."""
+    if run.main_value is None:
+        return "-"
+    s = f"{run.main_metric or ''} {run.main_value:.4g}"
+    if run.baseline_value is not None:
+        s += f" (from {run.baseline_value:.4g})" if long else f" ({run.baseline_value:.3g})"
+    return s
+
+
+# -- times ----------------------------------------------------------------------------------------------
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def fmt_time(ms: Optional[int]) -> str:
+    """A wall time (epoch milliseconds) as `2026-11-25 18:42`, local time."""
+    if not ms:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M", time.localtime(ms / 1000))
+
+
+def fmt_clock(seconds: float) -> str:
+    """Elapsed seconds as `m:ss`, or `h:mm:ss` from an hour on."""
+    s = int(max(0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def fmt_duration(run: "RunRecord", now: Optional[int] = None) -> str:
+    """How long a run has trained: to its end, or to now (ms) while it is live."""
+    if not run.started_at:
+        return "-"
+    end = run.ended_at or now or _now_ms()
+    return fmt_clock((end - run.started_at) / 1000)
+
+
+def eta_seconds(run: "RunRecord", now: Optional[int] = None) -> Optional[float]:
+    """Seconds left at the pace so far, or None before the first step (or without a total)."""
+    step, total = run.step or 0, run.max_steps or 0
+    if not (run.started_at and step and total):
+        return None
+    elapsed = ((now or _now_ms()) - run.started_at) / 1000
+    return elapsed / step * (total - step)
+
+
+# -- sizes and names -------------------------------------------------------------------------------------
+
+def fmt_count(n: Optional[float]) -> str:
+    if n is None:
+        return "N/A"
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.1f}{unit}"
+    return str(int(n))
+
+
+def fmt_bytes(n: Optional[float]) -> str:
+    if n is None:
+        return "N/A"
+    for unit, div in (("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if n >= div:
+            return f"{n / div:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def short(s: Optional[str], n: int = 24) -> str:
+    """A long name cut from the left (`…/models/bert`), so its most telling end stays visible."""
+    s = s or ""
+    return s if len(s) <= n else "…" + s[-(n - 1):]

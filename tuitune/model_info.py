@@ -1,0 +1,204 @@
+"""What a model is before anything loads it: architecture, parameter count (from safetensors
+headers, no weights read), size on disk, the tasks it fits, and a rough training-memory estimate.
+
+Plain Python (json, struct) plus `huggingface_hub` for the cache and the hub; never torch.
+`inspect_model(name)` answers for a demo asset, a local folder, the HF cache or a hub id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from tuitune import demo
+from tuitune.errors import TuituneError
+
+ENCODERS = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "albert", "xlm-roberta",
+            "camembert", "mpnet", "modernbert", "ernie"}
+DECODERS = {"llama", "gpt2", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt_neox",
+            "opt", "falcon", "smollm", "mixtral", "olmo", "granite"}
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    path: Optional[str]
+    source: str  # demo | local | cache | hub
+    architecture: str = "?"
+    model_type: str = "?"
+    params: Optional[int] = None
+    size_bytes: Optional[int] = None
+    hidden: Optional[int] = None
+    layers: Optional[int] = None
+    vocab: Optional[int] = None
+    tasks: list[str] = field(default_factory=list)
+    note: str = ""
+
+    def memory(self, batch: int = 16, length: int = 128) -> dict[str, Optional[int]]:
+        """Rough training memory (bytes): weights + grads + AdamW states + activations.
+
+        full: fp32 weights, grads and two Adam moments (16 B/param); LoRA: frozen weights (4 B/param)
+        plus ~1% trainable; QLoRA: 4-bit weights (~0.55 B/param). Activations ≈ batch·length·hidden·
+        layers·34 B (fp32, after Korthikanti et al.), the same for all three.
+        """
+        if not self.params:
+            return {"full": None, "lora": None, "qlora": None}
+        p = self.params
+        act = batch * length * (self.hidden or 768) * (self.layers or 12) * 34
+        return {"full": 16 * p + act, "lora": int(4 * p + 0.01 * p * 16) + act,
+                "qlora": int(0.55 * p + 0.01 * p * 16) + act}
+
+
+def safetensors_params(path: Path) -> Optional[int]:
+    """Sum of tensor sizes from a safetensors header (8-byte length + JSON), no weights read."""
+    try:
+        with open(path, "rb") as fh:
+            (n,) = struct.unpack("<Q", fh.read(8))
+            if n > 100_000_000:
+                return None
+            header = json.loads(fh.read(n))
+    except (OSError, ValueError, struct.error):
+        return None
+    total = 0
+    for k, v in header.items():
+        if k == "__metadata__":
+            continue
+        count = 1
+        for d in v.get("shape", []):
+            count *= d
+        total += count
+    return total
+
+
+def _folder_size(p: Path) -> int:
+    if p.is_file():
+        return p.stat().st_size
+    total = 0
+    for f in p.rglob("*"):
+        try:
+            if f.is_file():
+                total += f.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def _tasks_for(model_type: str, archs: list[str]) -> list[str]:
+    a = " ".join(archs).lower()
+    if model_type in ENCODERS or "maskedlm" in a or "formaskedlm" in a:
+        return ["classification", "mlm"]
+    if model_type in DECODERS or "causallm" in a:
+        return ["classification", "sft", "dpo"]
+    return ["classification"]
+
+
+def model_from_folder(name: str, folder: Path, source: str) -> ModelInfo:
+    info = ModelInfo(name=name, path=str(folder), source=source)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise TuituneError(f"{folder} has no config.json: not a Hugging Face model folder")
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise TuituneError(f"{cfg_path} cannot be read as JSON ({err})") from None
+    archs = cfg.get("architectures") or []
+    info.architecture = ", ".join(archs) or cfg.get("model_type", "?")
+    info.model_type = cfg.get("model_type", "?")
+    info.hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("dim")
+    info.layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("n_layers")
+    info.vocab = cfg.get("vocab_size")
+    files = sorted(folder.glob("*.safetensors"))
+    if files:
+        counts = [safetensors_params(f) for f in files]
+        if all(c is not None for c in counts):
+            info.params = int(sum(counts))  # type: ignore[arg-type]
+    if info.params is None and info.hidden and info.layers:
+        h, L = info.hidden, info.layers
+        info.params = 12 * L * h * h + (info.vocab or 30000) * h
+        info.note = "parameter count estimated from config.json (no safetensors header)"
+    info.size_bytes = _folder_size(folder)
+    info.tasks = _tasks_for(info.model_type, archs)
+    return info
+
+
+def hf_cache_models() -> list[str]:
+    """Model repo ids in the local Hugging Face cache (empty when there is none)."""
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        info = scan_cache_dir()
+    except Exception:  # no cache dir, unreadable cache: nothing to offer
+        return []
+    return sorted(r.repo_id for r in info.repos if r.repo_type == "model")
+
+
+def _cached_snapshot(repo_id: str) -> Optional[Path]:
+    try:
+        from huggingface_hub import scan_cache_dir
+
+        for r in scan_cache_dir().repos:
+            if r.repo_id == repo_id and r.repo_type == "model":
+                revs = sorted(r.revisions, key=lambda x: x.last_modified)
+                if revs:
+                    return Path(revs[-1].snapshot_path)
+    except Exception:
+        return None
+    return None
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """(label, name) for the picker: demo models, then the HF cache."""
+    out = [(f"{a.name}  {a.description}", a.name) for a in demo.ASSETS.values() if a.kind == "model"]
+    out += [(f"{r}  (HF cache)", r) for r in hf_cache_models()]
+    return out
+
+
+def inspect_model(name: str) -> ModelInfo:
+    """Everything the Model screen shows. Raises TuituneError with one clear line."""
+    name = (name or "").strip()
+    if not name:
+        raise TuituneError("type a model: a hub id (bert-base-cased), a local folder, or demo:minilm")
+    if demo.is_demo(name):
+        a = demo.asset(name)
+        if a.kind != "model":
+            raise TuituneError(f"{name} is a dataset, not a model")
+        p = demo.path(name, fetch=False)
+        if p.is_file():  # gguf demo (SmolLM2): converted by the engine on first use
+            info = ModelInfo(name=name, path=str(p), source="demo", architecture="LlamaForCausalLM (gguf)",
+                             model_type="llama", params=134_515_008, size_bytes=p.stat().st_size,
+                             hidden=576, layers=30, vocab=49152, tasks=["classification", "sft", "dpo"],
+                             note="a GGUF file: the engine converts it to a model folder on first use")
+            return info
+        return model_from_folder(name, p, "demo")
+    p = Path(name).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise TuituneError(f"{p} is a file: give the model folder (the one with config.json)")
+        return model_from_folder(name, p, "local")
+    if name.startswith((".", "/", "~")):
+        raise TuituneError(f"folder {p} does not exist: check the path")
+    snap = _cached_snapshot(name)
+    if snap is not None:
+        return model_from_folder(name, snap, "cache")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        raise TuituneError(f"model {name!r} is not in the local cache and the hub is offline "
+                           "(HF_HUB_OFFLINE=1): pick a demo or local model")
+    try:
+        from huggingface_hub import HfApi
+
+        mi = HfApi().model_info(name, timeout=8, files_metadata=False)
+    except Exception as err:  # noqa: BLE001 - any failure is "cannot reach or find"
+        kind = type(err).__name__
+        raise TuituneError(f"model {name!r} not found locally and the hub could not confirm it ({kind}): "
+                           "check the name, or pick a demo or local model") from None
+    info = ModelInfo(name=name, path=None, source="hub", architecture=", ".join(
+        (mi.config or {}).get("architectures") or []) or "?", model_type=(mi.config or {}).get("model_type", "?"))
+    st = getattr(mi, "safetensors", None)
+    info.params = getattr(st, "total", None) if st else None
+    info.tasks = _tasks_for(info.model_type, info.architecture.split(", "))
+    info.note = "on the hub: downloaded when the run starts"
+    return info
