@@ -51,6 +51,7 @@ class RunLaunched(Message):
 
 @dataclass
 class OpenSweep(Message):
-    """Show a sweep's leaderboard (None: the list of sweeps)."""
+    """Show a sweep's leaderboard (None: the list of sweeps); `launched`: the wizard just started it."""
 
     name: Optional[str] = None
+    launched: bool = False

@@ -489,6 +489,55 @@ def test_sweeps_list_opens_a_sweep(tuitune_home):
     asyncio.run(go())
 
 
+def test_wizard_marks_fields_as_searched_and_launches_a_sweep(tuitune_home, tiny_bert, tiny_csv):
+    """A SPEC typed into a number field marks it searched (a bad one is flagged there); Review shows
+    the search; launch asks for the trial budget, starts the sweep in the background and opens it."""
+    import asyncio
+
+    from tuitune.app import make_app
+    from tuitune.screens.wizard import MethodScreen
+
+    draft = tiny_config(tiny_bert, tiny_csv, training={"max_steps": 4, "eval_steps": 2},
+                        evaluation={"baseline": False, "on_test": False})
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await _until(pilot, lambda: type(app.screen).__name__ == "RunsScreen", "runs screen")
+            app.draft = draft
+            app.push_screen(MethodScreen())
+            await _until(pilot, lambda: isinstance(app.screen, MethodScreen), "method screen")
+            scr = app.screen
+            scr.query_one("#f-training-learning_rate").value = "log:1e-3..1e-2"
+            scr.query_one("#f-method-lora_r").value = "int:9..4"
+            await pilot.pause(0.2)
+            assert "searched: log:0.001..0.01" in str(scr.query_one("#f-training-learning_rate-msg").render())
+            assert "empty range" in str(scr.query_one("#f-method-lora_r-msg").render())
+            await pilot.press("ctrl+n")
+            await pilot.pause(0.2)
+            assert isinstance(app.screen, MethodScreen)  # a bad SPEC keeps the form open
+            scr.query_one("#f-method-lora_r").value = "8"
+            await pilot.pause(0.2)
+            await pilot.press("ctrl+n")
+            await _until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen", "review")
+            yaml_text = str(app.screen.query_one("#yaml").render())
+            assert "sweep:" in yaml_text and "training.learning_rate: log:1e-3..1e-2" in yaml_text
+            await pilot.press("ctrl+l")
+            await _until(pilot, lambda: type(app.screen).__name__ == "AskDialog", "trials asked")
+            app.screen.query_one("#answer").value = "1"
+            await pilot.press("enter")
+            await _until(pilot, lambda: type(app.screen).__name__ == "SweepScreen", "sweep opened")
+            assert [type(s).__name__ for s in app.screen_stack][-2:] == ["RunsScreen", "SweepScreen"]
+            await _until(pilot, lambda: app.screen.summary and app.screen.summary["finished"] == 1,
+                         "the trial to finish", timeout=400)
+            s = app.screen.summary
+            assert s["name"] == "tiny-sweep" and s["trials"][0]["state"] == "completed"
+            assert 1e-3 <= s["trials"][0]["params"][LR] <= 1e-2
+    asyncio.run(go())
+    runs = history_runs(tuitune_home, "tiny-sweep")
+    assert len(runs) == 1 and runs[0]["status"] == "completed"
+
+
 async def _until(pilot, cond, what, timeout=30.0):
     t = time.monotonic()
     from textual.css.query import NoMatches

@@ -32,6 +32,8 @@ from urllib.parse import urlsplit, urlunsplit
 from tuitune.errors import TuituneError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     import optuna
 
     from tuitune.history import History
@@ -399,6 +401,31 @@ def unique_name(base: str, storage_url: str) -> str:
     while f"{base}-{n}" in taken:
         n += 1
     return f"{base}-{n}"
+
+
+def default_name(config_name: str) -> str:
+    return config_name if config_name.endswith("sweep") else f"{config_name}-sweep"
+
+
+def spawn_driver(h: "History", name: str, url: str, parallel: int = 1) -> tuple[int, "Path"]:
+    """Run the sweep's trials from a background process (own session, log under the tuitune home):
+    the CLI's --detach and the UI's launch. Returns (pid, log file)."""
+    import subprocess
+    import sys
+
+    from tuitune import paths
+
+    log_dir = paths.home() / "sweeps"
+    log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log = log_dir / f"{name}.log"
+    cmd = [sys.executable, "-m", "tuitune.cli", "sweep", "--join", name, "--storage", url, "--parallel", str(parallel)]
+    env = dict(os.environ)
+    env["TUITUNE_HOME"] = str(paths.home())
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                start_new_session=True, env=env, close_fds=True)
+    mark_driver(h, name, proc.pid)
+    return proc.pid, log
 
 
 # -- the sweeps this machine knows (history) --------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from typing import Any
@@ -153,7 +152,7 @@ def cmd_sweep(args, h) -> int:
     url = args.storage or sweep.default_storage()
     explicit = args.name or section.get("name")
     d = sweep.build_definition(
-        data, specs, name=explicit or _default_name(data.get("name") or default),
+        data, specs, name=explicit or sweep.default_name(data.get("name") or default),
         metric=args.metric or section.get("metric"), direction=args.direction or section.get("direction"),
         trials=args.trials if args.trials is not None else section.get("trials"), timeout_s=args.timeout or section.get("timeout"),
         pruner=args.pruner or section.get("pruner", "median"),
@@ -162,10 +161,6 @@ def cmd_sweep(args, h) -> int:
         source=args.source)
     args.parallel = args.parallel or section.get("parallel") or 1
     return _launch(args, h, d, url, rename=not explicit)
-
-
-def _default_name(base: str) -> str:
-    return base if base.endswith("sweep") else f"{base}-sweep"
 
 
 def _launch(args, h, d, url: str, *, rename: bool = False) -> int:
@@ -195,7 +190,7 @@ def _launch(args, h, d, url: str, *, rename: bool = False) -> int:
 
 def _work(args, h, name: str, url: str, *, resume: bool = False, slots=None) -> int:
     """Run trials of the study `name` here (or, with --detach, in a background process)."""
-    from tuitune import paths, sweep
+    from tuitune import sweep
 
     study, d = sweep.load_study(name, url)
     other = sweep.driver_alive(h, name)
@@ -203,23 +198,13 @@ def _work(args, h, name: str, url: str, *, resume: bool = False, slots=None) -> 
         raise TuituneError(f"sweep {name} is still running (pid {other}): nothing to resume")
     sweep.remember(h, name, url, parent=d.parent)
     if args.detach:
-        log_dir = paths.home() / "sweeps"
-        log_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        log = log_dir / f"{name}.log"
-        cmd = [sys.executable, "-m", "tuitune.cli", "sweep", "--join", name, "--storage", url,
-               "--parallel", str(args.parallel or 1)]
-        env = dict(os.environ)
-        env["TUITUNE_HOME"] = str(paths.home())
-        with open(log, "ab") as out:
-            proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                    start_new_session=True, env=env, close_fds=True)
-        sweep.mark_driver(h, name, proc.pid)
+        pid, log = sweep.spawn_driver(h, name, url, args.parallel or 1)
         if args.json:
             from tuitune.cli import _print_json
 
-            _print_json({"name": name, "pid": proc.pid, "log": str(log), "storage": sweep.public_url(url)})
+            _print_json({"name": name, "pid": pid, "log": str(log), "storage": sweep.public_url(url)})
         else:
-            print(f"sweep {name} runs in the background (pid {proc.pid}, log {log}); "
+            print(f"sweep {name} runs in the background (pid {pid}, log {log}); "
                   f"`tuitune sweep {name} --show` for its leaderboard")
         return 0
     say = _say(args)
