@@ -305,7 +305,7 @@ def test_pruning_and_resume_after_the_sweep_process_is_killed(tmp_path, tiny_ber
     driver = subprocess.Popen(tuitune_cmd() + ["sweep", "--join", "rp"], stdin=subprocess.DEVNULL,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        second = _wait(lambda: [r for r in history_runs(tuitune_home, "rp") if r["trial"] == 1], 300,
+        second = _wait(lambda: [r for r in history_runs(tuitune_home, "rp") if r["trial"] == 1], 400,
                        "trial 1 to start")[0]
         assert history_runs(tuitune_home, "rp")[0]["status"] == "completed"
         os.kill(driver.pid, signal.SIGKILL)
@@ -313,7 +313,7 @@ def test_pruning_and_resume_after_the_sweep_process_is_killed(tmp_path, tiny_ber
         driver.kill()
         driver.wait()
     crashed = _wait(lambda: next((r for r in history_runs(tuitune_home, "rp") if r["trial"] == 1
-                                  and r["status"] not in ("queued", "running")), None), 180, "trial 1 to end")
+                                  and r["status"] not in ("queued", "running")), None), 400, "trial 1 to end")
     assert crashed["status"] == "crashed" and "sweep process" in crashed["error"], crashed
 
     out = tuitune("sweep", "--resume", "rp", "--parallel", "2", "--json", check_rc=0)
