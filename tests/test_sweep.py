@@ -506,7 +506,8 @@ def test_wizard_marks_fields_as_searched_and_launches_a_sweep(tuitune_home, tiny
             await _until(pilot, lambda: type(app.screen).__name__ == "RunsScreen", "runs screen")
             app.draft = draft
             app.push_screen(MethodScreen())
-            await _until(pilot, lambda: isinstance(app.screen, MethodScreen), "method screen")
+            await _until(pilot, lambda: isinstance(app.screen, MethodScreen)
+                         and app.screen.query_one("#f-training-learning_rate"), "method screen")
             scr = app.screen
             scr.query_one("#f-training-learning_rate").value = "log:1e-3..1e-2"
             scr.query_one("#f-method-lora_r").value = "int:9..4"
