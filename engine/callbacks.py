@@ -58,6 +58,7 @@ class HistoryCallback(TrainerCallback):
         self._last_samples = 0
         self.stopped_at: Optional[int] = None
         self.phase = "eval"  # the runner sets "baseline" / "final" / "test" around its own evaluations
+        self.last_eval: Optional[tuple[int, dict]] = None  # (step, metrics) of the latest periodic evaluation
 
     def _main(self, state) -> bool:
         return self.h is not None and state.is_world_process_zero
@@ -101,8 +102,11 @@ class HistoryCallback(TrainerCallback):
 
     def on_evaluate(self, args, state, control, metrics=None, **kw):
         # The runner records its own (baseline/final/test) evaluations; this records periodic ones.
-        if self._main(state) and metrics and self.phase == "eval":
-            m = self.task.postprocess_eval(dict(metrics))
+        if not metrics or self.phase != "eval":
+            return
+        m = self.task.postprocess_eval(dict(metrics))
+        self.last_eval = (state.global_step, m)  # every process: all must agree to reuse it as the final one
+        if self._main(state):
             self.h.log_evaluation(self.run_id, "eval", state.global_step, m)
             extra = {metric_key(k): v for k, v in m.items() if k not in metrics}
             if extra:

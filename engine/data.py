@@ -1,4 +1,6 @@
-"""Loading data: hub datasets, local files and the embedded demo sets, into train/validation/test.
+"""Loading data: hub datasets, local files and folders, save_to_disk folders and the embedded demo
+sets, into train/validation/test. Where rows come from is resolved in `tuitune.datasources` (shared
+with the UI's preview); this module reads them with `datasets`.
 
 Every failure a user can fix becomes a `TuituneError` naming the fix (missing column, empty data,
 not UTF-8, unknown dataset).
@@ -7,141 +9,76 @@ not UTF-8, unknown dataset).
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune import demo
+from tuitune import datasources, demo
 from tuitune.config import DataConfig
 from tuitune.errors import TuituneError
 
-LOCAL_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet",
-                  ".txt": "text", ".text": "text"}
+def cache_dir() -> Path:
+    """datasets' cache (Arrow files and the fingerprinted results of map/filter) under the tuitune home:
+    a second run on the same data, tokenizer and max_length reuses the tokenized files."""
+    from tuitune import paths
+
+    p = paths.cache_dir() / "datasets"
+    p.mkdir(parents=True, exist_ok=True)
+    return p
 
 
-# -- demo datasets -------------------------------------------------------------------------------
+def _demo(src: str):
+    """A demo set, saved once as Arrow files in the cache so map() results are cached like any file's."""
+    import datasets
 
-def _bbc_news() -> dict[str, list]:
-    root = demo.path("demo:bbc-news")
-    texts, labels = [], []
-    names = sorted(p.name for p in root.iterdir() if p.is_dir())
-    for i, name in enumerate(names):
-        for f in sorted((root / name).glob("*.txt")):
-            raw = f.read_text(encoding="latin-1").strip()
-            texts.append(" ".join(raw.split()))
-            labels.append(name)
-    return {"text": texts, "label": labels}
+    reader = datasources.demo_reader(src)
+    tag = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{src[5:]}-{demo.asset(src).package}")
+    target = cache_dir() / "demo" / tag
+    if not datasources.is_saved_dataset(target):
+        tmp = target.with_name(f"{tag}.tmp-{os.getpid()}")
+        datasets.Dataset.from_dict(reader()).save_to_disk(str(tmp))
+        try:
+            tmp.rename(target)
+        except OSError:  # another process saved it first
+            import shutil
 
-
-def _tweets() -> dict[str, list]:
-    import csv
-
-    path = demo.path("demo:tweets")
-    texts, labels = [], []
-    with open(path, encoding="latin-1", newline="") as fh:
-        for row in csv.DictReader(fh):
-            t = (row.get("text") or "").strip()
-            if t and row.get("sentiment"):
-                texts.append(t)
-                labels.append(row["sentiment"].strip())
-    return {"text": texts, "label": labels}
+            shutil.rmtree(tmp, ignore_errors=True)
+    return datasets.DatasetDict({"train": datasets.load_from_disk(str(target))})
 
 
-def _chat_turns() -> list[tuple[str, str, str]]:
-    """(category, question, answer) from the ChatterBot corpus YAML files."""
-    import yaml
+def _read(source: datasources.Source):
+    import datasets
 
-    root = demo.path("demo:chat")
-    out = []
-    for f in sorted(root.glob("*.yml")):
-        data = yaml.safe_load(f.read_text(encoding="utf-8")) or {}
-        cat = f.stem
-        for conv in data.get("conversations") or []:
-            conv = [str(x).strip() for x in conv if x is not None and not isinstance(x, (dict, list))]
-            for q, a in zip(conv, conv[1:]):
-                if q and a:
-                    out.append((cat, q, a))
-    return out
-
-
-def _chat() -> dict[str, list]:
-    return {"messages": [[{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-                         for _, q, a in _chat_turns()]}
-
-
-def _chat_pairs() -> dict[str, list]:
-    import random
-
-    turns = _chat_turns()
-    rng = random.Random(0)
-    prompts, chosen, rejected = [], [], []
-    for cat, q, a in turns:
-        for _ in range(10):
-            other = turns[rng.randrange(len(turns))]
-            if other[0] != cat:
-                break
-        prompts.append([{"role": "user", "content": q}])
-        chosen.append([{"role": "assistant", "content": a}])
-        rejected.append([{"role": "assistant", "content": other[2]}])
-    return {"prompt": prompts, "chosen": chosen, "rejected": rejected}
-
-
-DEMO_DATASETS = {"demo:bbc-news": _bbc_news, "demo:tweets": _tweets, "demo:chat": _chat,
-                 "demo:chat-pairs": _chat_pairs}
-
-
-# -- loading ---------------------------------------------------------------------------------------
-
-def _local_files(path: Path) -> tuple[str, list[str]]:
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in LOCAL_BUILDERS)
-        if not files:
-            raise TuituneError(f"folder {path} has no csv/json/jsonl/parquet/txt files")
-    else:
-        files = [path]
-    kinds = {LOCAL_BUILDERS.get(p.suffix.lower()) for p in files}
-    if None in kinds:
-        raise TuituneError(f"{path}: unknown file type {path.suffix!r}: use csv, json, jsonl, parquet or txt")
-    if len(kinds) > 1:
-        raise TuituneError(f"folder {path} mixes file types ({', '.join(sorted(kinds))}): keep one kind")
-    for p in files:
-        if p.stat().st_size == 0:
-            raise TuituneError(f"dataset file {p} is empty")
-        if LOCAL_BUILDERS[p.suffix.lower()] != "parquet":
-            with open(p, "rb") as fh:
-                head = fh.read(1 << 20)
-            try:
-                head.decode("utf-8")
-            except UnicodeDecodeError as err:
-                if err.start < len(head) - 4:  # not just a character cut at the 1 MiB boundary
-                    raise TuituneError(
-                        f"dataset file {p} is not UTF-8 (byte {err.start}): re-save it as UTF-8 "
-                        f"(e.g. iconv -f latin1 -t utf-8)") from None
-    return kinds.pop(), [str(p) for p in files]
+    if source.kind == "demo":
+        return _demo(source.path)
+    if source.kind == "saved":
+        loaded = datasets.load_from_disk(source.path)
+        return loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict({"train": loaded})
+    if source.kind == "files":
+        files = {split: [str(p) for p in fs] for split, fs in source.splits.items()}
+        kwargs: dict[str, Any] = {}
+        if source.builder == "csv" and any(f.endswith(".tsv") for fs in files.values() for f in fs):
+            kwargs["delimiter"] = "\t"
+        return datasets.load_dataset(source.builder, data_files=files, cache_dir=str(cache_dir()), **kwargs)
+    return None
 
 
 def load_raw(cfg: DataConfig):
-    """A `DatasetDict` as the source gives it (splits untouched)."""
+    """A `DatasetDict` as the source gives it (its own splits), plus `validation` / `test` from
+    `data.eval_path` / `data.test_path` (which take precedence over splits of the same name)."""
     import datasets
 
     datasets.disable_progress_bars()
     src = cfg.path
-    if demo.is_demo(src):
-        if src not in DEMO_DATASETS:
-            known = ", ".join(k for k, a in demo.ASSETS.items() if a.kind == "dataset")
-            raise TuituneError(f"unknown demo dataset {src!r}: known are {known}")
-        return datasets.DatasetDict({"train": datasets.Dataset.from_dict(DEMO_DATASETS[src]())})
-    path = Path(src).expanduser()
-    looks_local = path.exists() or src.startswith((".", "/", "~")) or path.suffix.lower() in LOCAL_BUILDERS
     try:
-        if looks_local:
-            if not path.exists():
-                raise TuituneError(f"dataset path {path} does not exist")
-            builder, files = _local_files(path)
-            kwargs: dict[str, Any] = {}
-            if builder == "csv" and any(f.endswith(".tsv") for f in files):
-                kwargs["delimiter"] = "\t"
-            return datasets.load_dataset(builder, data_files={cfg.train_split: files}, **kwargs)
-        return datasets.load_dataset(src, cfg.name)
+        sources = datasources.resolve(cfg)
+        main = sources[""]
+        raw = _read(main) if main.kind != "hub" else datasets.load_dataset(src, cfg.name)
+        for split, extra in sources.items():
+            if split:
+                got = _read(extra)
+                raw[split] = got[split] if split in got else (got["train"] if "train" in got else next(iter(got.values())))
+        return raw
     except TuituneError:
         raise
     except FileNotFoundError as err:
@@ -189,10 +126,11 @@ def splits(raw, cfg: DataConfig, seed: int):
         parts = train.train_test_split(test_size=cfg.validation_size, seed=seed, shuffle=True)
         train, validation = parts["train"], parts["test"]
     test = None
-    if cfg.test_split:
-        if cfg.test_split not in raw:
-            raise TuituneError(f"split '{cfg.test_split}' not in dataset: splits are {', '.join(raw)} (set data.test_split)")
-        test = raw[cfg.test_split]
+    test_split = cfg.test_split or ("test" if cfg.test_path else None)
+    if test_split:
+        if test_split not in raw:
+            raise TuituneError(f"split '{test_split}' not in dataset: splits are {', '.join(raw)} (set data.test_split)")
+        test = raw[test_split]
     if cfg.max_train_samples:
         train = train.shuffle(seed=seed).select(range(min(cfg.max_train_samples, len(train))))
     if cfg.max_eval_samples:
@@ -208,7 +146,8 @@ def splits(raw, cfg: DataConfig, seed: int):
 def label_names(ds, column: str) -> tuple[list[str], Any]:
     """Label names, and the dataset with labels as integer ids in `column`.
 
-    Strings become ids in sorted order; a ClassLabel keeps its names; integers must be 0..N-1.
+    Strings become ids in sorted order; a ClassLabel keeps its names; integers 0..N-1 stay as they
+    are, and other integers (review stars 1..5) become ids in numeric order, named by their value.
     """
     import datasets
 
@@ -223,13 +162,18 @@ def label_names(ds, column: str) -> tuple[list[str], Any]:
     if all(isinstance(v, bool) or isinstance(v, int) for v in values):
         ints = sorted(int(v) for v in values)
         if ints[0] < 0:
-            raise TuituneError(f"labels out of range in '{column}': found {ints[0]}; labels must be 0..N-1 or names")
+            raise TuituneError(f"labels out of range in '{column}': found {ints[0]}; labels must be integers >= 0 or names")
         if len(ints) > 1000:
             raise TuituneError(f"label column '{column}' has {len(ints)} distinct values: is it really the label?")
-        names = [str(i) for i in range(ints[-1] + 1)]
+        if ints == list(range(len(ints))):
+            return [str(i) for i in ints], ds
+        names = [str(i) for i in ints]
+        index = {v: i for i, v in enumerate(ints)}
+        ds = ds.map(lambda b: {column: [index[int(v)] for v in b[column]]}, batched=True)
+        ds = ds.cast_column(column, datasets.ClassLabel(names=names))
         return names, ds
     if all(isinstance(v, float) for v in values):
-        raise TuituneError(f"label column '{column}' holds decimals: classification needs names or integers 0..N-1")
+        raise TuituneError(f"label column '{column}' holds decimals: classification needs names or integers")
     names = sorted(str(v) for v in values)
     index = {n: i for i, n in enumerate(names)}
     ds = ds.map(lambda b: {column: [index[str(v)] for v in b[column]]}, batched=True,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from tuitune import tasks as registry
 from tuitune.config import RunConfig
 from tuitune.errors import TuituneError
 
@@ -17,6 +18,9 @@ METHODS: dict[str, Callable] = {}
 
 
 def register(name: str):
+    """Attach a method function to its name in the registry (tuitune/tasks.py)."""
+    registry.METHODS[name]  # KeyError here: add the spec to tuitune/tasks.py first
+
     def deco(fn):
         METHODS[name] = fn
         return fn
@@ -112,7 +116,7 @@ def bitfit(model, cfg, task):
     for name, p in model.named_parameters():
         if name.endswith(".bias"):
             p.requires_grad_(True)
-    if task.name == "classification":
+    if task.spec.new_head:
         for head in _head_names(model, task):
             for p in model.get_submodule(head).parameters():
                 p.requires_grad_(True)
@@ -142,13 +146,13 @@ def default_target_modules(model) -> list[str]:
 def _modules_to_save(model, cfg, task) -> list[str] | None:
     if cfg.method.modules_to_save is not None:
         return cfg.method.modules_to_save or None
-    if task.name != "classification":
+    if not task.spec.new_head:
         return None
     # The new head must train; a sentence-embedding BERT's pooler was never trained either.
     heads = {}
     for name, module in model.named_modules():
         leaf = name.split(".")[-1]
-        if leaf in ("classifier", "pooler", "score", "pre_classifier"):
+        if leaf in task.spec.head_modules:
             # on a quantized base a head that was quantized anyway cannot train: leave it out
             floating = all(p.is_floating_point() for p in module.parameters())
             heads[leaf] = heads.get(leaf, True) and floating
@@ -209,20 +213,10 @@ def qlora(model, cfg, task):
 
 # -- additive -------------------------------------------------------------------------------------
 
-def _additive_task_type(cfg, task, method: str):
-    """peft task type for prompt-learning methods, or a clear error where the pair cannot work."""
-    if task.name == "mlm":
-        return "FEATURE_EXTRACTION"  # no masked-LM task type; this one forwards labels and works
-    if task.name in ("sft", "dpo"):
-        return "CAUSAL_LM"
-    return task.peft_task_type
-
-
 def _check_prompt_learning(model, task, method: str) -> None:
+    """A clear error where peft's prompt learning cannot work with this model and task."""
     mt = getattr(model.config, "model_type", "?")
-    if method == "prefix_tuning" and task.name == "classification" and mt in ("bert", "roberta", "distilbert",
-                                                                             "electra", "deberta", "deberta-v2",
-                                                                             "xlm-roberta", "albert", "mpnet"):
+    if method == "prefix_tuning" and task.spec.new_head and mt in registry.ENCODER_TYPES:
         raise TuituneError(
             f"prefix_tuning is not supported for {mt} classifiers (transformers 5 changed the cache argument "
             "peft relies on): use prompt_tuning, ia3 or lora, or prefix_tuning with task mlm"
@@ -244,7 +238,7 @@ def prompt_tuning(model, cfg, task):
 
         kw = dict(prompt_tuning_init=PromptTuningInit.TEXT, prompt_tuning_init_text=m.prompt_tuning_init_text,
                   tokenizer_name_or_path=models.resolve(cfg.model.name_or_path))
-    pc = PromptTuningConfig(task_type=_additive_task_type(cfg, task, "prompt_tuning"),
+    pc = PromptTuningConfig(task_type=task.spec.prompt_task_type,
                             num_virtual_tokens=m.num_virtual_tokens, **kw)
     return get_peft_model(model, pc)
 
@@ -255,7 +249,7 @@ def prefix_tuning(model, cfg, task):
     from peft import PrefixTuningConfig, get_peft_model
 
     _check_prompt_learning(model, task, "prefix_tuning")
-    pc = PrefixTuningConfig(task_type=_additive_task_type(cfg, task, "prefix_tuning"),
+    pc = PrefixTuningConfig(task_type=task.spec.prompt_task_type,
                             num_virtual_tokens=cfg.method.num_virtual_tokens)
     try:
         return get_peft_model(model, pc)

@@ -78,10 +78,7 @@ def quantization_config(cfg: RunConfig):
     except Exception as err:
         raise TuituneError(f"{q.load_in} loading needs bitsandbytes, which failed to import ({err}): "
                            "pip install bitsandbytes, or set quantization.load_in=none") from None
-    # The new head must stay trainable (floating point). transformers matches "pooler.dense" (the
-    # layer), not "pooler" (its parent), so name both.
-    skip = (["classifier", "pooler", "pooler.dense", "score", "lm_head"] if cfg.task == "classification"
-            else ["lm_head"])
+    skip = quantization_skip(cfg.spec)
     if q.load_in == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
     return BitsAndBytesConfig(
@@ -89,6 +86,16 @@ def quantization_config(cfg: RunConfig):
         bnb_4bit_use_double_quant=q.bnb_4bit_use_double_quant,
         bnb_4bit_compute_dtype=torch_dtype(q.bnb_4bit_compute_dtype), llm_int8_skip_modules=skip,
     )
+
+
+def quantization_skip(spec) -> list[str]:
+    """Modules bitsandbytes leaves in full precision: the LM head always (transformers' default), and
+    a new task head, which must train. transformers matches "pooler.dense" (the layer), not
+    "pooler" (its parent), so a pooler is named both ways."""
+    skip = [*spec.head_modules, "lm_head"] if spec.new_head else ["lm_head"]
+    if "pooler" in skip:
+        skip.insert(skip.index("pooler") + 1, "pooler.dense")
+    return list(dict.fromkeys(skip))
 
 
 def load_model(cfg: RunConfig, path: str, model_class, **kwargs: Any):

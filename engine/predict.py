@@ -13,9 +13,11 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune.config import RunConfig
+from tuitune.config import stored_config
 from tuitune.errors import TuituneError
+from tuitune.generation import GENERATION_KEYS
 from tuitune.history import History
+from tuitune.tasks import task_spec
 
 
 def _run_model_dir(run_id) -> tuple[dict, Path]:
@@ -32,9 +34,8 @@ def _run_model_dir(run_id) -> tuple[dict, Path]:
     return run, out
 
 
-CAUSAL_TASKS = ("sft", "dpo")
-
-GENERATION_KEYS = ("max_new_tokens", "temperature", "top_p", "do_sample", "repetition_penalty", "seed", "system")
+# A text-pair classifier (data.text_pair_column) takes both texts in one string, split at this marker.
+PAIR_SEPARATOR = "|||"
 
 
 def _CallbackStreamer(tokenizer, callback):  # noqa: N802 - built lazily: transformers loads on first use
@@ -55,6 +56,7 @@ class Predictor:
         self.tokenizer = tokenizer
         self.meta = meta
         self.task = meta["task"]
+        self.spec = task_spec(self.task)  # what predict answers comes from the task, not its name
         self.n_virtual = int(meta.get("num_virtual_tokens") or 0)
 
     @classmethod
@@ -66,7 +68,7 @@ class Predictor:
 
         run, out = _run_model_dir(run_id)
         meta = json.loads((out / "tuitune.json").read_text())
-        cfg = RunConfig.model_validate(run["config"])
+        cfg = stored_config(run["config"])
         task = get_task(cfg)
         task.label_names = meta.get("label_names") or []
         tokenizer = AutoTokenizer.from_pretrained(str(out))
@@ -89,13 +91,17 @@ class Predictor:
             raise TuituneError("text is empty: type a sentence")
         if top_k <= 0:
             raise TuituneError("--top-k must be > 0")
-        if self.task == "mlm":
+        if self.spec.predicts == "fill-mask":
             return self.fill_mask(text, top_k)
-        if self.task == "classification":
+        if self.spec.predicts == "labels":
             return self.classify(text)
-        if self.task in CAUSAL_TASKS:
+        if self.spec.predicts == "generation":
             return self.generate(text, top_k=top_k, on_token=on_token, **generation)
         raise TuituneError(f"predict for task {self.task} is not available")
+
+    @property
+    def generates(self) -> bool:
+        return self.spec.predicts == "generation"
 
     def generate(self, text: str, *, max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.9,
                  top_k: int = 50, do_sample: bool = True, repetition_penalty: float = 1.1,
@@ -198,18 +204,26 @@ class Predictor:
                 {"token": int(i), "token_str": tok.decode([int(i)]).strip(), "score": float(s)}
                 for s, i in zip(scores.tolist(), ids.tolist())
             ])
-        return {"task": "mlm", "text": text, "predictions": masks[0], "masks": masks}
+        return {"task": self.task, "text": text, "predictions": masks[0], "masks": masks}
 
     def classify(self, text: str) -> dict[str, Any]:
         import torch
 
-        enc = self.tokenizer(text, return_tensors="pt", truncation=True).to(self._device())
+        if self.meta.get("text_pair"):
+            if PAIR_SEPARATOR not in text:
+                raise TuituneError(f"this model reads text pairs: write both texts separated by "
+                                   f"'{PAIR_SEPARATOR}' (e.g. \"A man sleeps {PAIR_SEPARATOR} Someone rests\")")
+            first, second = (t.strip() for t in text.split(PAIR_SEPARATOR, 1))
+            enc = self.tokenizer(first, second, return_tensors="pt", truncation=True)
+        else:
+            enc = self.tokenizer(text, return_tensors="pt", truncation=True)
+        enc = enc.to(self._device())
         with torch.no_grad():
             probs = self.model(**enc).logits[0].float().softmax(-1).tolist()
         names = self.meta.get("label_names") or [str(i) for i in range(len(probs))]
         ranked = sorted(({"label": names[i] if i < len(names) else str(i), "score": p}
                          for i, p in enumerate(probs)), key=lambda d: -d["score"])
-        return {"task": "classification", "text": text, "predictions": ranked}
+        return {"task": self.task, "text": text, "predictions": ranked}
 
 
 def serve(run_id) -> int:
@@ -231,14 +245,14 @@ def serve(run_id) -> int:
                 loaded[base] = Predictor.for_run(run_id, base=base)
             pred = loaded[base]
             on_token = None
-            if req.get("stream") and pred.task in CAUSAL_TASKS:
+            if req.get("stream") and pred.generates:
                 rid = req.get("id")
 
                 def on_token(piece, rid=rid, base=base):
                     print(json.dumps({"id": rid, "base": base, "token": piece}), flush=True)
 
-            gen = {k: req[k] for k in GENERATION_KEYS if k in req and pred.task in CAUSAL_TASKS}
-            answer = pred.predict(req.get("text", ""), int(req.get("top_k", 5 if pred.task not in CAUSAL_TASKS else 50)),
+            gen = {k: req[k] for k in GENERATION_KEYS if k in req and pred.generates}
+            answer = pred.predict(req.get("text", ""), int(req.get("top_k", 50 if pred.generates else 5)),
                                   on_token=on_token, **gen)
             answer["done"] = True
             answer["id"] = req.get("id")

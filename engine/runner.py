@@ -18,7 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune.config import RunConfig
+from tuitune.config import RunConfig, stored_config
 from tuitune.errors import TuituneError
 from tuitune.history import History
 from tuitune.launcher import checkpoints
@@ -31,64 +31,6 @@ def rank() -> int:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def mixed_precision(cfg: RunConfig) -> dict[str, bool]:
-    import torch
-
-    mp = cfg.training.mixed_precision
-    cuda = torch.cuda.is_available() and not cfg.training.use_cpu
-    if mp == "auto":
-        if cuda and torch.cuda.is_bf16_supported():
-            mp = "bf16"
-        elif cuda:
-            mp = "fp16"
-        else:
-            mp = "no"
-    if mp == "fp16" and not cuda:
-        raise TuituneError("training.mixed_precision fp16 needs a CUDA GPU: use auto, bf16 or no")
-    return {"bf16": mp == "bf16", "fp16": mp == "fp16"}
-
-
-def _cuda(cfg: RunConfig) -> bool:
-    import torch
-
-    return torch.cuda.is_available() and not cfg.training.use_cpu
-
-
-def training_arguments(cfg: RunConfig, task, output_dir: Path, *, args_class=None, **extra: Any):
-    from transformers import TrainingArguments
-
-    t = cfg.training
-    per_epoch = t.eval_steps is None
-    best_metric = task.trainer_metric()
-    kw: dict[str, Any] = dict(
-        output_dir=str(output_dir),
-        num_train_epochs=t.num_train_epochs, max_steps=t.max_steps,
-        per_device_train_batch_size=t.per_device_train_batch_size,
-        per_device_eval_batch_size=t.per_device_eval_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        learning_rate=t.learning_rate, weight_decay=t.weight_decay, lr_scheduler_type=t.lr_scheduler_type,
-        warmup_steps=t.warmup_steps, optim=t.optim, max_grad_norm=t.max_grad_norm,
-        seed=t.seed, data_seed=t.seed,
-        logging_steps=t.logging_steps, logging_first_step=True,
-        eval_strategy="epoch" if per_epoch else "steps", eval_steps=t.eval_steps,
-        save_strategy="epoch" if per_epoch and not t.save_steps else "steps",
-        save_steps=t.save_steps or t.eval_steps or 500, save_total_limit=t.save_total_limit,
-        load_best_model_at_end=t.early_stopping_patience is not None,
-        metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better if best_metric != "loss" else False,
-        report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
-        dataloader_num_workers=t.dataloader_num_workers,
-        dataloader_pin_memory=_cuda(cfg),
-        **mixed_precision(cfg),
-    )
-    if t.gradient_checkpointing:
-        kw["gradient_checkpointing"] = True
-    if t.fsdp:
-        kw["fsdp"] = True
-        kw["fsdp_config"] = dict(t.fsdp_config) or None
-    kw.update(extra)
-    return (args_class or TrainingArguments)(**kw)
 
 
 class Run:
@@ -104,7 +46,7 @@ class Run:
         self.h = history or History()
         row = self.h.get_run(run_id) if self.main else self._row_no_refresh(run_id)
         self.row = row
-        self.cfg = RunConfig.model_validate(row["config"])
+        self.cfg = stored_config(row["config"])
         self.run_dir = Path(row["run_dir"]) if row.get("run_dir") else Path.cwd()
         from tuitune.engine.callbacks import StopFlag
 
@@ -118,9 +60,10 @@ class Run:
 
     # -- building ---------------------------------------------------------------------------------
     def build(self):
-        from tuitune.engine import methods, models
+        from tuitune.engine import faults, methods, models
         from tuitune.engine.callbacks import HistoryCallback
         from tuitune.engine.tasks import TokenCounter, get_task
+        from tuitune.engine.trainer_args import trainer_callbacks
 
         cfg = self.cfg
         if cfg.model.trust_remote_code and self.main:
@@ -131,11 +74,10 @@ class Run:
         self.task = task = get_task(cfg)
         self.model_path = models.resolve(cfg.model.name_or_path)
         self.tokenizer = models.load_tokenizer(cfg, self.model_path)
+        self._mark("tokenizer", "tokenizer loaded")
         self.dataset = task.prepare(self.tokenizer)
-        from transformers import set_seed
-
-        set_seed(cfg.training.seed)  # a new head's initial weights are part of the run: same seed, same run
-        model = task.load_model(self.model_path)
+        self._mark("data", ", ".join(f"{k} {len(v):,}" for k, v in self.dataset.items()))
+        model = task.load_model(self.model_path)  # seeds first: a new head's weights are part of the run
         model = methods.apply_method(model, cfg, task)
         self.model = model
         trainable, total = methods.count_parameters(model)
@@ -143,18 +85,23 @@ class Run:
             raise TuituneError(f"method {cfg.method.name} left no trainable parameters in this model")
         if self.main:
             self.h.update_run(self.run_id, trainable_params=trainable, total_params=total,
-                              main_metric=task.main_metric)
+                              main_metric=cfg.main_metric)
             self.h.log_event(self.run_id, "model",
                              f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
         self.counter = TokenCounter(task.collator(self.tokenizer))
         self.callback = HistoryCallback(self.h if self.main else None, self.run_id, self.stop, task, self.counter)
-        self.trainer = task.build_trainer(self, self.callback)
-        from tuitune.engine import faults
-
+        self.trainer = task.build_trainer(
+            model=model, datasets=self.dataset, collator=self.counter, tokenizer=self.tokenizer,
+            callbacks=trainer_callbacks(cfg, self.callback), output_dir=self.run_dir / "checkpoints")
         spec = faults.configured()
         if spec:
             self.trainer.add_callback(faults.FaultInjector(spec))
         return self.trainer
+
+    def _mark(self, kind: str, message: str) -> None:
+        """A timestamped event for a phase of the start (bench/first_step.py reads them)."""
+        if self.main:
+            self.h.log_event(self.run_id, kind, message)
 
     # -- running ----------------------------------------------------------------------------------
     def _install_signals(self) -> None:
@@ -175,6 +122,22 @@ class Run:
         metrics = self.task.postprocess_eval(dict(metrics))
         if self.main:
             self.h.log_evaluation(self.run_id, phase, self.trainer.state.global_step, metrics)
+        return metrics
+
+    def _final_evaluation(self) -> dict[str, float]:
+        """Training that ended on an evaluation step (every epoch-end evaluation does) has already
+        evaluated these weights, unless the best checkpoint replaced them: record that result as the
+        final one instead of evaluating again (~5 % of a BBC run)."""
+        state, last = self.trainer.state, self.callback.last_eval
+        best = state.best_model_checkpoint
+        restored = bool(self.trainer.args.load_best_model_at_end and best
+                        and Path(best).name != f"checkpoint-{state.global_step}")
+        if last is None or last[0] != state.global_step or restored:
+            return self._evaluate("final")
+        step, metrics = last
+        if self.main:
+            self.h.log_evaluation(self.run_id, "final", step, metrics)
+            self.h.log_event(self.run_id, "final_reused", f"final evaluation = step {step}'s (same weights)", step=step)
         return metrics
 
     def _launched_by_torchrun(self) -> bool:
@@ -274,7 +237,7 @@ class Run:
                              error=f"stopped at step {self.trainer.state.global_step} ({self.stop.reason}); "
                                    f"`tuitune resume {self.run_id}` continues")
             return 0
-        final = self._evaluate("final")
+        final = self._final_evaluation()
         test = self.dataset.get("test") if hasattr(self.dataset, "get") else None
         if test is not None and cfg.evaluation.on_test:
             self._evaluate("test", test, prefix="test")

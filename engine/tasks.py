@@ -1,26 +1,32 @@
-"""Tasks: what the model learns, from which columns, judged by which metrics.
+"""Tasks: what the model learns, from which columns, and how its Trainer is built.
 
-A small registry: `TASKS[name]` is a `Task` subclass. Each task knows how to load its model
-class, prepare data, collate batches, compute metrics, and build its Trainer. Adding one
-(sft, dpo) means adding a class here, not branches elsewhere.
+`TASKS[name]` is a `Task` subclass attached to its spec in the light registry (tuitune/tasks.py),
+which holds the names, metrics, heads and what predict answers. Each class knows how to load its
+model class, prepare data, collate batches, compute metrics and build its Trainer from explicit
+parts. Adding a task means a spec there and a class here, not branches elsewhere.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from tuitune.engine import data as data_mod
+from tuitune import tasks as registry
 from tuitune.config import RunConfig
+from tuitune.engine import data as data_mod
+from tuitune.engine.trainer_args import training_arguments
 from tuitune.errors import TuituneError
 
 TASKS: dict[str, type["Task"]] = {}
 
 
 def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
+    """Attach a task class to its spec in the registry (tuitune/tasks.py), the one place names live."""
     def deco(cls: type["Task"]) -> type["Task"]:
+        cls.spec = registry.TASKS[name]  # KeyError here: add the spec to tuitune/tasks.py first
         cls.name = name
         TASKS[name] = cls
         return cls
@@ -28,10 +34,8 @@ def register(name: str) -> Callable[[type["Task"]], type["Task"]]:
 
 
 def get_task(cfg: RunConfig) -> "Task":
-    try:
-        return TASKS[cfg.task](cfg)
-    except KeyError:
-        raise TuituneError(f"task {cfg.task!r} is not available: choose one of {', '.join(TASKS)}") from None
+    registry.task_spec(cfg.task)  # one-line error for a name the registry does not know
+    return TASKS[cfg.task](cfg)
 
 
 _TRAINERS: dict[type, type] = {}
@@ -73,14 +77,27 @@ class TokenCounter:
 
 
 class Task:
+    """One run's task. What it *is* (metrics, heads, what predict answers) is its `spec`; what it
+    *does* (data, model class, Trainer) is these methods."""
+
+    spec: registry.TaskSpec
     name = "base"
-    main_metric = "loss"
-    peft_task_type: Optional[str] = None
-    head_modules: tuple[str, ...] = ()
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
+
+    @property
+    def main_metric(self) -> str:
+        return self.cfg.main_metric
+
+    @property
+    def head_modules(self) -> tuple[str, ...]:
+        return self.spec.head_modules
+
+    @property
+    def peft_task_type(self) -> Optional[str]:
+        return self.spec.peft_task_type
 
     # -- data ---------------------------------------------------------------------------------
     def columns(self) -> list[tuple[str, Optional[str]]]:
@@ -90,13 +107,17 @@ class Task:
         """Load, check columns, split, tokenize. Returns a DatasetDict ready for the Trainer."""
         raw = data_mod.load_raw(self.cfg.data)
         first = raw[self.cfg.data.train_split] if self.cfg.data.train_split in raw else next(iter(raw.values()))
-        data_mod.require_columns(first, self.columns())
+        self.check_columns(first)
         ds = data_mod.splits(raw, self.cfg.data, self.cfg.training.seed)
         return self.tokenize(ds, tokenizer)
+
+    def check_columns(self, first) -> None:
+        data_mod.require_columns(first, self.columns())
 
     def tokenize(self, ds, tokenizer):
         raise NotImplementedError
 
+    # -- model --------------------------------------------------------------------------------
     def model_kwargs(self) -> dict[str, Any]:
         return {}
 
@@ -113,24 +134,14 @@ class Task:
         set_seed(self.cfg.training.seed)
         return models.load_model(self.cfg, path, self.model_class(), **self.model_kwargs())
 
-    def trainer_metric(self) -> str:
-        """The metric name Trainer sees (for early stopping / best model): one compute_metrics gives."""
-        m = self.cfg.main_metric
-        return "loss" if m in ("loss", "perplexity") else m
+    # -- training -----------------------------------------------------------------------------
+    def build_trainer(self, *, model, datasets, collator, tokenizer, callbacks, output_dir: Path):
+        from transformers import Trainer
 
-    def build_trainer(self, run, callback):
-        from transformers import EarlyStoppingCallback, Trainer
-
-        from tuitune.engine.runner import training_arguments
-
-        t = self.cfg.training
-        callbacks = [callback]
-        if t.early_stopping_patience:
-            callbacks.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
         trainer = trains_after_evaluate(Trainer)(
-            model=run.model, args=training_arguments(self.cfg, self, run.run_dir / "checkpoints"),
-            train_dataset=run.dataset["train"], eval_dataset=run.dataset["validation"],
-            data_collator=run.counter, processing_class=run.tokenizer,
+            model=model, args=training_arguments(self.cfg, output_dir),
+            train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+            data_collator=collator, processing_class=tokenizer,
             compute_metrics=self.compute_metrics(), callbacks=callbacks,
         )
         # These heads' losses are plain batch means that ignore `num_items_in_batch`; Trainer would
@@ -147,6 +158,15 @@ class Task:
         return None
 
     def postprocess_eval(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Add what Trainer cannot compute itself: perplexity = exp(loss), where the task reports it."""
+        if "perplexity" not in self.spec.metrics:
+            return metrics
+        for key in list(metrics):
+            if key.endswith("_loss"):
+                try:
+                    metrics[key[: -len("loss")] + "perplexity"] = math.exp(metrics[key])
+                except OverflowError:
+                    metrics[key[: -len("loss")] + "perplexity"] = float("inf")
         return metrics
 
     def meta(self) -> dict[str, Any]:
@@ -160,12 +180,11 @@ def _text_column_clean(ds, column: str):
 
 @register("classification")
 class Classification(Task):
-    main_metric = "accuracy"
-    peft_task_type = "SEQ_CLS"
-    head_modules = ("classifier", "pooler", "score", "pre_classifier")
+    """A new classifier head on an encoder or decoder; labels from data.label_column."""
 
     def columns(self):
-        return [("text", self.cfg.data.text_column), ("label", self.cfg.data.label_column)]
+        d = self.cfg.data
+        return [("text", d.text_column), ("text_pair", d.text_pair_column), ("label", d.label_column)]
 
     def model_class(self):
         from transformers import AutoModelForSequenceClassification
@@ -176,9 +195,12 @@ class Classification(Task):
         d = self.cfg.data
         self.label_names, ds = data_mod.label_names(ds, d.label_column)
         ds = _text_column_clean(ds, d.text_column)
+        if d.text_pair_column:
+            ds = _text_column_clean(ds, d.text_pair_column)
 
         def enc(batch):
-            out = tokenizer(batch[d.text_column], truncation=True, max_length=d.max_length)
+            pair = batch[d.text_pair_column] if d.text_pair_column else None
+            out = tokenizer(batch[d.text_column], pair, truncation=True, max_length=d.max_length)
             out["labels"] = batch[d.label_column]
             return out
 
@@ -190,6 +212,9 @@ class Classification(Task):
         n = len(self.label_names)
         return {"num_labels": n, "id2label": dict(enumerate(self.label_names)),
                 "label2id": {name: i for i, name in enumerate(self.label_names)}}
+
+    def meta(self):
+        return dict(super().meta(), text_pair=bool(self.cfg.data.text_pair_column))
 
     def compute_metrics(self):
         n = len(self.label_names)
@@ -218,9 +243,7 @@ def macro_f1(pred: np.ndarray, ref: np.ndarray, n: int) -> float:
 
 @register("mlm")
 class MaskedLM(Task):
-    main_metric = "perplexity"
-    peft_task_type = None  # peft has no masked-LM task type; task_type=None works for LoRA/IA3
-    head_modules = ("cls", "lm_head", "vocab_projector", "vocab_transform", "vocab_layer_norm")
+    """Masked-LM pre-training continued on the user's text (domain adaptation)."""
 
     def model_class(self):
         from transformers import AutoModelForMaskedLM
@@ -254,16 +277,6 @@ class MaskedLM(Task):
     def meta(self):
         return dict(super().meta(), num_virtual_tokens=self.num_virtual_tokens())
 
-    def postprocess_eval(self, metrics):
-        for key in list(metrics):
-            if key.endswith("_loss"):
-                prefix = key[: -len("loss")]
-                try:
-                    metrics[prefix + "perplexity"] = math.exp(metrics[key])
-                except OverflowError:
-                    metrics[prefix + "perplexity"] = float("inf")
-        return metrics
-
 
 class VirtualTokenLabels:
     """Prepends `n` ignored (-100) labels to each row: a prompt-tuned masked LM's logits include the
@@ -284,24 +297,12 @@ class VirtualTokenLabels:
 
 # -- causal LMs: supervised fine-tuning and preference tuning (TRL) --------------------------------
 
-@register("sft")
-class SFT(Task):
-    """Supervised fine-tuning of a causal LM with TRL's SFTTrainer.
+class CausalLMTask(Task):
+    """What SFT and DPO share: a causal LM, data renamed to TRL's columns (no tokenizing here: the
+    TRL trainer does it), TRL's own collator (wrapped to count tokens), TRL's config class."""
 
-    Data is either chat `messages` (rendered with the model's chat template) or prompt/completion
-    pairs. With `data.completion_only_loss` the loss covers only the answer: a conversation is split
-    into its history (prompt) and its last assistant turn (completion).
-    """
-
-    main_metric = "loss"
-    peft_task_type = "CAUSAL_LM"
-    head_modules = ("lm_head",)
-
-    def columns(self):
-        d = self.cfg.data
-        if d.messages_column:
-            return [("messages", d.messages_column)]
-        return [("prompt", d.prompt_column), ("completion", d.completion_column)]
+    trl_config: str  # the TRL config / trainer class names, e.g. "SFTConfig", "SFTTrainer"
+    trl_trainer: str
 
     def model_class(self):
         from transformers import AutoModelForCausalLM
@@ -311,55 +312,28 @@ class SFT(Task):
     def prepare(self, tokenizer):
         raw = data_mod.load_raw(self.cfg.data)
         first = raw[self.cfg.data.train_split] if self.cfg.data.train_split in raw else next(iter(raw.values()))
-        self._infer_columns(first)
-        data_mod.require_columns(first, self.columns())
+        self.check_columns(first)
         ds = data_mod.splits(raw, self.cfg.data, self.cfg.training.seed)
         self._check_chat_template(tokenizer, ds["train"])
         return self.format(ds)
 
-    def _infer_columns(self, first) -> None:
-        """A dataset with a `messages` column and no prompt/completion is chat data."""
-        d = self.cfg.data
-        cols = first.column_names
-        if not d.messages_column and "messages" in cols and d.prompt_column not in cols:
-            d.messages_column = "messages"
+    def format(self, ds):
+        raise NotImplementedError
 
-    def _conversational(self, ds) -> bool:
-        d = self.cfg.data
-        col = d.messages_column or d.prompt_column
-        sample = ds[0][col] if len(ds) else None
-        return isinstance(sample, list)
+    def conversational(self, ds) -> bool:
+        """Chat data (lists of {role, content}) rather than plain text."""
+        raise NotImplementedError
 
     def _check_chat_template(self, tokenizer, train) -> None:
-        if self._conversational(train) and not getattr(tokenizer, "chat_template", None):
+        if self.conversational(train) and not getattr(tokenizer, "chat_template", None):
             raise TuituneError(
                 f"model {self.cfg.model.name_or_path} has no chat template but the data is chat messages: "
                 "use a chat/instruct model, or plain-text prompt/completion columns"
             )
 
-    def format(self, ds):
-        """Rename the user's columns to TRL's (messages | prompt, completion); drop the rest."""
-        d = self.cfg.data
-        if d.messages_column:
-            def split_last(b):
-                prompts, completions = [], []
-                for conv in b[d.messages_column]:
-                    if not conv or conv[-1].get("role") != "assistant":
-                        raise TuituneError("each conversation must end with an assistant message "
-                                           "(or set data.completion_only_loss=false)")
-                    prompts.append(conv[:-1])
-                    completions.append(conv[-1:])
-                return {"prompt": prompts, "completion": completions}
-
-            if d.completion_only_loss:
-                return ds.map(split_last, batched=True, remove_columns=ds["train"].column_names)
-            keep = {d.messages_column: "messages"}
-        else:
-            keep = {d.prompt_column: "prompt", d.completion_column: "completion"}
-        return self._select(ds, keep)
-
     @staticmethod
     def _select(ds, keep: dict[str, str]):
+        """Keep the columns in `keep`, renamed to TRL's names; drop the rest."""
         drop = [c for c in ds["train"].column_names if c not in keep]
         ds = ds.remove_columns(drop)
         renames = {a: b for a, b in keep.items() if a != b}
@@ -368,80 +342,102 @@ class SFT(Task):
     def collator(self, tokenizer):
         return None  # TRL's trainers bring their own; build_trainer wraps it in the token counter
 
-    def trainer_args(self, run, args_class, **extra):
-        from tuitune.engine.runner import training_arguments
+    def trl_arguments(self) -> dict[str, Any]:
+        """This task's fields of its TRL config class."""
+        return {}
+
+    def build_trainer(self, *, model, datasets, collator, tokenizer, callbacks, output_dir: Path):
+        import trl
 
         # TRL turns activation checkpointing on by default; ours follows training.gradient_checkpointing
         # (it also drops prefix tuning's key/value prefixes, which ride in the cache).
-        extra.setdefault("activation_checkpointing", self.cfg.training.gradient_checkpointing)
-        return training_arguments(self.cfg, self, run.run_dir / "checkpoints", args_class=args_class, **extra)
-
-    def build_trainer(self, run, callback):
-        from trl import SFTConfig, SFTTrainer
-
-        d = self.cfg.data
-        args = self.trainer_args(run, SFTConfig, max_length=d.max_length, packing=d.packing,
-                                 completion_only_loss=d.completion_only_loss, dataset_num_proc=data_mod.num_proc())
-        trainer = trains_after_evaluate(SFTTrainer)(model=run.model, args=args, train_dataset=run.dataset["train"],
-                             eval_dataset=run.dataset["validation"], processing_class=run.tokenizer,
-                             callbacks=self._callbacks(callback))
-        return self._count_tokens(trainer, run)
-
-    def _callbacks(self, callback):
-        from transformers import EarlyStoppingCallback
-
-        t = self.cfg.training
-        cbs = [callback]
-        if t.early_stopping_patience:
-            cbs.append(EarlyStoppingCallback(t.early_stopping_patience, t.early_stopping_threshold))
-        return cbs
-
-    @staticmethod
-    def _count_tokens(trainer, run):
-        run.counter.collator = trainer.data_collator
-        trainer.data_collator = run.counter
+        args = training_arguments(self.cfg, output_dir, args_class=getattr(trl, self.trl_config),
+                                  activation_checkpointing=self.cfg.training.gradient_checkpointing,
+                                  max_length=self.cfg.data.max_length, dataset_num_proc=data_mod.num_proc(),
+                                  **self.trl_arguments())
+        trainer = trains_after_evaluate(getattr(trl, self.trl_trainer))(
+            model=model, args=args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+            processing_class=tokenizer, callbacks=callbacks)
+        if isinstance(collator, TokenCounter):  # count the tokens TRL's collator hands out
+            collator.collator = trainer.data_collator
+            trainer.data_collator = collator
         return trainer
 
-    def postprocess_eval(self, metrics):
-        for key in list(metrics):
-            if key.endswith("_loss"):
-                try:
-                    metrics[key[: -len("loss")] + "perplexity"] = math.exp(metrics[key])
-                except OverflowError:
-                    metrics[key[: -len("loss")] + "perplexity"] = float("inf")
-        return metrics
+
+@register("sft")
+class SFT(CausalLMTask):
+    """Supervised fine-tuning of a causal LM with TRL's SFTTrainer.
+
+    Data is either chat `messages` (rendered with the model's chat template) or prompt/completion
+    pairs. With `data.completion_only_loss` the loss covers only the answer: a conversation is split
+    into its history (prompt) and its last assistant turn (completion).
+    """
+
+    trl_config, trl_trainer = "SFTConfig", "SFTTrainer"
+
+    def columns(self):
+        d = self.cfg.data
+        if d.messages_column:
+            return [("messages", d.messages_column)]
+        return [("prompt", d.prompt_column), ("completion", d.completion_column)]
+
+    def check_columns(self, first) -> None:
+        """A dataset with a `messages` column and no prompt/completion is chat data."""
+        d = self.cfg.data
+        cols = first.column_names
+        if not d.messages_column and "messages" in cols and d.prompt_column not in cols:
+            d.messages_column = "messages"
+        super().check_columns(first)
+
+    def conversational(self, ds) -> bool:
+        d = self.cfg.data
+        col = d.messages_column or d.prompt_column
+        sample = ds[0][col] if len(ds) else None
+        return isinstance(sample, list)
+
+    def format(self, ds):
+        """Rename the user's columns to TRL's (messages | prompt, completion); drop the rest."""
+        d = self.cfg.data
+        if d.messages_column:
+            if d.completion_only_loss:
+                return ds.map(self._split_last_turn, batched=True, remove_columns=ds["train"].column_names)
+            return self._select(ds, {d.messages_column: "messages"})
+        return self._select(ds, {d.prompt_column: "prompt", d.completion_column: "completion"})
+
+    def _split_last_turn(self, batch):
+        """A conversation as prompt (its history) and completion (its last assistant turn)."""
+        prompts, completions = [], []
+        for conv in batch[self.cfg.data.messages_column]:
+            if not conv or conv[-1].get("role") != "assistant":
+                raise TuituneError("each conversation must end with an assistant message "
+                                   "(or set data.completion_only_loss=false)")
+            prompts.append(conv[:-1])
+            completions.append(conv[-1:])
+        return {"prompt": prompts, "completion": completions}
+
+    def trl_arguments(self):
+        d = self.cfg.data
+        return {"packing": d.packing, "completion_only_loss": d.completion_only_loss}
 
 
 @register("dpo")
-class DPO(SFT):
+class DPO(CausalLMTask):
     """Preference tuning with TRL's DPOTrainer: prompt / chosen / rejected, pull strength `beta`.
 
     With a PEFT method the reference model is the base with the adapter switched off (no copy)."""
+
+    trl_config, trl_trainer = "DPOConfig", "DPOTrainer"
 
     def columns(self):
         d = self.cfg.data
         return [("prompt", d.prompt_column), ("chosen", d.chosen_column), ("rejected", d.rejected_column)]
 
-    def _infer_columns(self, first) -> None:
-        pass
-
-    def _conversational(self, ds) -> bool:
+    def conversational(self, ds) -> bool:
         return len(ds) > 0 and isinstance(ds[0][self.cfg.data.chosen_column], list)
 
     def format(self, ds):
         d = self.cfg.data
         return self._select(ds, {d.prompt_column: "prompt", d.chosen_column: "chosen", d.rejected_column: "rejected"})
 
-    def postprocess_eval(self, metrics):
-        return metrics
-
-    def build_trainer(self, run, callback):
-        from trl import DPOConfig, DPOTrainer
-
-        args = self.trainer_args(run, DPOConfig, beta=self.cfg.training.beta, max_length=self.cfg.data.max_length,
-                                 dataset_num_proc=data_mod.num_proc())
-        trainer = trains_after_evaluate(DPOTrainer)(model=run.model, args=args, train_dataset=run.dataset["train"],
-                                                    eval_dataset=run.dataset["validation"],
-                                                    processing_class=run.tokenizer,
-                                                    callbacks=self._callbacks(callback))
-        return self._count_tokens(trainer, run)
+    def trl_arguments(self):
+        return {"beta": self.cfg.training.beta}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 from textual import work
 from textual.app import ComposeResult
@@ -14,6 +13,7 @@ from tuitune.records import RunRecord
 from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import ConfirmDialog
+from tuitune.errors import TuituneError
 
 COLUMNS = [("id", "id"), ("status", "status"), ("model", "model"), ("method", "method"), ("metric", "main metric"),
            ("dataset", "dataset"), ("task", "task"), ("started", "started"), ("dur", "duration")]
@@ -157,8 +157,13 @@ class RunsScreen(BaseScreen):
         run = self.current()
         if run is None:
             return
-        cfg = copy.deepcopy(run.config)
-        cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
+        from tuitune.config import clone_config
+
+        try:
+            cfg = clone_config(run.config)
+        except TuituneError as err:
+            self.tuitune.show_error(str(err))
+            return
         self.post_message(messages.NewRun(cfg))
 
     def action_stop(self) -> None:

@@ -25,6 +25,7 @@ from textual.widgets.option_list import Option
 
 from tuitune.config import METHODS, TASKS, RunConfig, describe_validation_error
 from tuitune.formatting import fmt_bytes, fmt_count
+from tuitune.tasks import task_spec
 from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen
 from tuitune.screens.dialogs import AskDialog, PickDialog
@@ -253,7 +254,9 @@ class DatasetScreen(BaseScreen):
 
         d = draft_of(self.tuitune)
         kw = dict(max_length=int(d["data"].get("max_length", 128)),
-                  validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path)
+                  validation_size=float(d["data"].get("validation_size", 0.1)), model_path=self.model_path,
+                  eval_path=d["data"].get("eval_path"), test_path=d["data"].get("test_path"),
+                  train_split=d["data"].get("train_split") or "train")
         error = ""
         try:
             base = inspect_dataset(path, **kw)
@@ -292,7 +295,8 @@ class DatasetScreen(BaseScreen):
         for r in info.rows[:30]:
             table.add_row(*[str(r.get(c, ""))[:60] for c in info.columns])
         lines = [f"[b]{info.total:,} rows[/b]  train {info.splits.get('train', 0):,} · "
-                 f"validation {info.splits.get('validation', 0):,}"]
+                 f"validation {info.splits.get('validation', 0):,}"
+                 + (f" · test {info.splits['test']:,}" if "test" in info.splits else "")]
         if info.label_counts:
             lines.append(f"{len(info.label_counts)} labels:")
             for k, v in list(info.label_counts.items())[:8]:
@@ -318,8 +322,8 @@ class DatasetScreen(BaseScreen):
         if not text_col:
             err.update(f"pick the text column: columns are {', '.join(self.info.columns)}")
             return
-        if d.get("task") == "classification" and not label_col:
-            err.update(f"classification needs a label column: columns are {', '.join(self.info.columns)}")
+        if task_spec(d.get("task") or "classification").has_labels and not label_col:
+            err.update(f"{d.get('task') or 'classification'} needs a label column: columns are {', '.join(self.info.columns)}")
             return
         d["data"].update(path=path, text_column=text_col, label_column=label_col)
         self.app.push_screen(MethodScreen())

@@ -147,7 +147,7 @@ def _pretrain_a_little(model, tok, steps: int = 30) -> None:
     tiny model predicts a near-uniform distribution whatever adapters do, and no loss could fall."""
     import torch
 
-    from tuitune.engine.data import _chat
+    from tuitune.datasources import _chat
 
     convs = _chat()["messages"][:steps * 8]
     texts = [tok.apply_chat_template(c, tokenize=False) for c in convs]

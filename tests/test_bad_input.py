@@ -91,6 +91,8 @@ CONFIG_CASES = {
                                             "cannot be trained with method full"),
     "qlora-without-4bit": lambda c: (["run", _cfg(c, method={"name": "qlora"})],
                                      "method qlora needs quantization.load_in: 4bit"),
+    "metric-the-task-does-not-report": lambda c: (["run", _cfg(c, training={"metric_for_best_model": "bleu"})],
+                                                  "'bleu' is not a metric task classification reports"),
     "resume-completed-run": lambda c: (["resume", c["seeded"]], "has completed"),
     "stop-finished-run": lambda c: (["stop", c["seeded"]], "is not live"),
     "unknown-run": lambda c: (["show", "99"], "no run 99 in the history"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_config, tuitune_cmd
+from conftest import execute_run, tiny_config, tuitune_cmd
 from helpers_faults import (cli, cli_json, engine_log, faults, steps, terminal_job_signals, values, wait_for, weights,
                             write_config)
 from tuitune.history import History
@@ -233,11 +233,35 @@ def test_secrets_and_permissions(tiny_bert, tiny_csv, tmp_path, tuitune_home):
         assert mode & 0o077 == 0, f"{p} is {oct(mode)}: group/others must have no access"
 
 
-def test_trust_remote_code_is_off_by_default(tiny_bert, tiny_csv):
-    from tuitune.config import validate_config
+def test_trust_remote_code_is_off_by_default(tiny_bert, tiny_csv, tmp_path):
+    """A model folder that ships its own code: by default the run refuses it (the code never runs,
+    one line says what to set); with model.trust_remote_code the same folder's code runs."""
+    import json
+    import shutil
 
-    cfg = validate_config(tiny_config(tiny_bert, tiny_csv))
-    assert cfg.model.trust_remote_code is False
+    marker = tmp_path / "custom-code-ran"
+    model = tmp_path / "custom-model"
+    shutil.copytree(tiny_bert, model)
+    config = json.loads((model / "config.json").read_text())
+    config.update(model_type="tuitune-custom-bert", architectures=["CustomBert"],
+                  auto_map={"AutoConfig": "custom.CustomConfig",
+                            "AutoModelForSequenceClassification": "custom.CustomBert"})
+    (model / "config.json").write_text(json.dumps(config))
+    (model / "custom.py").write_text(
+        "from pathlib import Path\n"
+        "from transformers import BertConfig, BertForSequenceClassification\n"
+        f"Path({str(marker)!r}).write_text('ran')\n"
+        "class CustomConfig(BertConfig):\n    model_type = 'tuitune-custom-bert'\n"
+        "class CustomBert(BertForSequenceClassification):\n    config_class = CustomConfig\n")
+    steps = {"max_steps": 2, "eval_steps": 2}
+    run_id, code = execute_run(tiny_config(model, tiny_csv, training=steps))
+    run = History().get_run(run_id)
+    assert code == 1 and run["status"] == "failed"
+    assert run["error"] == f"model {model} needs custom code: set model.trust_remote_code=true if you trust it"
+    assert not marker.exists(), "the model's own code ran although trust_remote_code is off"
+
+    run_id, code = execute_run(tiny_config(model, tiny_csv, training=steps, model={"trust_remote_code": True}))
+    assert marker.exists()
 
 
 @pytest.mark.parametrize("parts", [("..", "escape"), ("/etc/passwd",), ("a/../../b",), ("link", "x")])

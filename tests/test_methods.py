@@ -195,7 +195,7 @@ def test_gpu_bench_configs_validate_and_it_skips_without_cuda():
     ({"method": {"name": "ia3", "use_dora": True}}, "use_dora applies to LoRA"),
     ({"method": {"name": "bitfit"}, "quantization": {"load_in": "8bit"}}, "cannot be trained with method bitfit"),
     ({"method": {"name": "prompt_tuning", "prompt_tuning_init": "text"}}, "needs prompt_tuning_init_text"),
-    ({"task": "dpo", "method": {"name": "prefix_tuning"}}, "dpo does not support prompt/prefix tuning"),
+    ({"task": "dpo", "method": {"name": "prefix_tuning"}}, "task dpo does not support method prefix_tuning: use one of"),
 ])
 def test_impossible_combinations_are_refused_before_launch(sections, message):
     from tuitune.config import validate_config

@@ -160,8 +160,9 @@ def cmd_runs(args, h) -> int:
 def cmd_show(args, h) -> int:
     run = h.get_run(args.run)
     summary = run_summary(h, run)
+    config = _shown_config(run.config)
     if args.json:
-        summary["config"] = run.config
+        summary["config"] = config
         _print_json(summary)
         return 0
     import yaml
@@ -181,8 +182,18 @@ def cmd_show(args, h) -> int:
         print(f"  latest   {shown}")
     print(f"  run dir  {run.run_dir}\n  log      {summary['log']}")
     print("config:")
-    print("  " + yaml.safe_dump(run.config, sort_keys=False).replace("\n", "\n  ").rstrip())
+    print("  " + yaml.safe_dump(config, sort_keys=False).replace("\n", "\n  ").rstrip())
     return 0
+
+
+def _shown_config(stored: dict) -> dict:
+    """A stored config in today's shape (renamed keys upgraded); as stored when it cannot be read."""
+    from tuitune.config import stored_config
+
+    try:
+        return stored_config(stored).model_dump(mode="json")
+    except TuituneError:
+        return stored
 
 
 def cmd_stop(args, h) -> int:
@@ -384,6 +395,18 @@ COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop
 COMMANDS.update(sweep_cli.COMMANDS)
 
 
+def _warnings_to_stderr() -> None:
+    """tuitune's warnings (e.g. an older config upgraded) as `tuitune: warning: ...` lines."""
+    import logging
+
+    log = logging.getLogger("tuitune")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("tuitune: warning: %(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
@@ -391,6 +414,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         from tuitune.app import run_app
 
         return run_app()
+    _warnings_to_stderr()
     h = None
     try:
         if args.cmd not in ("presets", "config"):

@@ -16,14 +16,22 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tuitune import tasks as registry
 from tuitune.errors import TuituneError
 
-TASKS = ("classification", "mlm", "sft", "dpo")
-METHODS = (
-    "full", "last_layer", "freeze_layers", "bitfit",
-    "prompt_tuning", "prefix_tuning", "ia3",
-    "lora", "qlora",
-)
+# The names come from the one registry (tuitune/tasks.py); these tuples are its keys, for Literal.
+TASKS = registry.TASK_NAMES
+METHODS = registry.METHOD_NAMES
+
+
+# The schema's version, stored in every config. Renaming or removing a key: bump it and add the old
+# key to RENAMED, so every run already in a history (re-validated on resume, predict and clone) and
+# every YAML file still reads.
+CONFIG_VERSION = 1
+# (version that made the change, old dotted key, new dotted key or None when the key was removed)
+RENAMED: list[tuple[int, str, Optional[str]]] = []
+# Configs stored before config_version existed carry no version: they are version 1.
+UNVERSIONED = 1
 
 
 class _Part(BaseModel):
@@ -45,13 +53,19 @@ class ModelConfig(_Part):
 
 
 class DataConfig(_Part):
-    path: str = Field(description="Hub dataset name, a local csv/json/jsonl/parquet/txt file or folder, or demo:NAME")
+    path: str = Field(description="Hub dataset name, a local csv/json/jsonl/parquet/txt file or folder "
+                                  "(splits from file names, as datasets reads a folder), a save_to_disk "
+                                  "folder, or demo:NAME")
     name: Optional[str] = Field(None, description="Hub dataset config name")
+    eval_path: Optional[str] = Field(None, description="A separate local file or folder for the validation split")
+    test_path: Optional[str] = Field(None, description="A separate local file or folder for the test split")
     train_split: str = "train"
     eval_split: Optional[str] = Field(None, description="Validation split; carved from train when absent")
-    test_split: Optional[str] = None
+    test_split: Optional[str] = Field(None, description="Test split evaluated at the end (test when test_path is set)")
     validation_size: float = Field(0.1, gt=0, lt=1, description="Fraction of train carved off as validation")
     text_column: str = "text"
+    text_pair_column: Optional[str] = Field(None, description="Second text of a pair (NLI, paraphrase): "
+                                                              "tokenized as tokenizer(text, text_pair)")
     label_column: Optional[str] = "label"
     max_length: int = Field(128, gt=0, le=131072)
     max_train_samples: Optional[int] = Field(None, gt=0)
@@ -103,7 +117,7 @@ class MethodConfig(_Part):
         if self.name == "prompt_tuning" and self.prompt_tuning_init == "text" and not self.prompt_tuning_init_text:
             raise ValueError("prompt_tuning_init 'text' needs prompt_tuning_init_text (the words to start from)")
         for flag in ("use_rslora", "use_dora"):
-            if getattr(self, flag) and self.name not in ("lora", "qlora"):
+            if getattr(self, flag) and registry.METHODS[self.name].family != "reparameterisation":
                 raise ValueError(f"method.{flag} applies to LoRA: set method.name to lora or qlora (now {self.name})")
         return self
 
@@ -167,6 +181,7 @@ class EvaluationConfig(_Part):
 
 
 class RunConfig(_Part):
+    config_version: int = Field(CONFIG_VERSION, description="Schema version; older configs are upgraded on reading")
     name: Optional[str] = Field(None, description="A label for this run (the preset name by default)")
     task: Literal[TASKS] = "classification"  # type: ignore[valid-type]
     model: ModelConfig
@@ -178,18 +193,21 @@ class RunConfig(_Part):
 
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":
-        q, m = self.quantization, self.method
-        if m.name == "qlora" and q.load_in != "4bit":
-            raise ValueError("method qlora needs quantization.load_in: 4bit (QLoRA = 4-bit base + LoRA)")
-        if q.load_in != "none" and m.name in ("full", "last_layer", "freeze_layers", "bitfit"):
+        q, m = self.quantization, registry.METHODS[self.method.name]
+        if m.needs_4bit and q.load_in != "4bit":
+            raise ValueError(f"method {m.name} needs quantization.load_in: 4bit (QLoRA = 4-bit base + LoRA)")
+        if q.load_in != "none" and not m.trains_quantized:
             raise ValueError(
                 f"a {q.load_in} quantized model cannot be trained with method {m.name}: "
                 "use lora/qlora (or quantization.load_in: none)"
             )
-        if self.task == "classification" and not self.data.label_column:
-            raise ValueError("task classification needs data.label_column")
-        if self.task == "dpo" and m.name in ("prompt_tuning", "prefix_tuning"):
-            raise ValueError("dpo does not support prompt/prefix tuning: use lora or full")
+        if self.spec.has_labels and not self.data.label_column:
+            raise ValueError(f"task {self.task} needs data.label_column")
+        if self.data.text_pair_column and not self.spec.has_labels:
+            raise ValueError(f"data.text_pair_column applies to classification, not {self.task}: remove it")
+        if m.name not in self.spec.methods:
+            raise ValueError(f"task {self.task} does not support method {m.name}: use one of {', '.join(self.spec.methods)}")
+        self._check_metric()
         t = self.training
         if t.fsdp and t.processes < 2 and not t.launcher_args:
             raise ValueError("training.fsdp shards the model across processes: set training.processes > 1")
@@ -200,16 +218,26 @@ class RunConfig(_Part):
                 raise ValueError("with early stopping, training.save_steps must be a multiple of training.eval_steps")
         return self
 
+    def _check_metric(self) -> None:
+        chosen = self.training.metric_for_best_model
+        if chosen is not None and chosen.removeprefix("eval_") not in self.spec.metrics:
+            raise ValueError(f"training.metric_for_best_model {chosen!r} is not a metric task {self.task} reports: "
+                             f"use one of {', '.join(self.spec.metrics)}")
+
+    @property
+    def spec(self) -> registry.TaskSpec:
+        return registry.TASKS[self.task]
+
     @property
     def main_metric(self) -> str:
-        """The metric a run is judged by (`eval_` prefix as Trainer writes it)."""
-        if self.training.metric_for_best_model:
-            return self.training.metric_for_best_model
-        return {"classification": "accuracy", "mlm": "perplexity"}.get(self.task, "loss")
+        """The one metric a run is judged by: the runner records it and Trainer optimises it.
+        The task's main metric unless training.metric_for_best_model names another it reports."""
+        chosen = self.training.metric_for_best_model
+        return chosen.removeprefix("eval_") if chosen else self.spec.main_metric
 
     @property
     def greater_is_better(self) -> bool:
-        return self.main_metric not in ("loss", "perplexity")
+        return self.spec.direction(self.main_metric) == registry.MAXIMIZE
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
@@ -243,9 +271,65 @@ def describe_validation_error(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def validate_config(data: dict[str, Any]) -> RunConfig:
+def upgrade_config(data: dict[str, Any], *, default_version: Optional[int] = None) -> dict[str, Any]:
+    """A config written by an older tuitune, in today's shape: renamed keys moved, removed keys
+    dropped (a warning lists them), `config_version` set to today's. A config without a version is
+    `default_version` (today's for a YAML file a user writes). A newer config: a one-line error."""
+    import copy
+    import logging
+
+    if not isinstance(data, dict):
+        return data
+    version = data.get("config_version", CONFIG_VERSION if default_version is None else default_version)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise TuituneError(f"config_version must be a whole number >= 1 (got {version!r})")
+    if version > CONFIG_VERSION:
+        raise TuituneError(f"config_version {version} is newer than this tuitune reads ({CONFIG_VERSION}): "
+                           "upgrade tuitune (pip install -U tuitune)")
+    data = copy.deepcopy(data)
+    notes = []
+    for since, old, new in RENAMED:
+        if since <= version:
+            continue
+        *parents, leaf = old.split(".")
+        node: Any = data
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or leaf not in node:
+            continue
+        value = node.pop(leaf)
+        if new is None:
+            notes.append(f"{old} removed")
+            continue
+        *nparents, nleaf = new.split(".")
+        target = data
+        for part in nparents:
+            target = target.setdefault(part, {})
+        target.setdefault(nleaf, value)
+        notes.append(f"{old} -> {new}")
+    data["config_version"] = CONFIG_VERSION
+    if notes:
+        logging.getLogger("tuitune.config").warning(
+            "config version %s upgraded to %s: %s", version, CONFIG_VERSION, "; ".join(notes))
+    return data
+
+
+def clone_config(stored: dict[str, Any]) -> dict[str, Any]:
+    """A stored run's config as the draft of a new run (today's shape, name marked as a clone)."""
+    cfg = upgrade_config(stored, default_version=UNVERSIONED)
+    cfg["name"] = f"{cfg.get('name') or 'run'}-clone"
+    return cfg
+
+
+def stored_config(data: dict[str, Any]) -> RunConfig:
+    """A run's config as the history stored it (any older version), validated today."""
+    return validate_config(data, default_version=UNVERSIONED)
+
+
+def validate_config(data: dict[str, Any], *, default_version: Optional[int] = None) -> RunConfig:
     if not isinstance(data, dict):
         raise TuituneError("config must be a YAML mapping (key: value lines), not a " + type(data).__name__)
+    data = upgrade_config(data, default_version=default_version)
     try:
         return RunConfig.model_validate(data)
     except ValidationError as err:

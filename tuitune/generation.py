@@ -1,5 +1,6 @@
-"""The generation settings for causal-LM predict, shared by `tuitune predict` (which forwards them)
-and `python -m tuitune.engine predict` (which uses them), so the two command lines cannot drift apart."""
+"""The generation settings for causal-LM predict, shared by `tuitune predict` (which forwards them),
+`python -m tuitune.engine predict` (which uses them) and the engine's `serve` (which accepts them per
+request), so the three cannot drift apart."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ GENERATION_FLAGS = [
     ("--system", str, "a system message for the chat template"),
 ]
 
+# Predictor.generate's keyword arguments that these settings fill; also what `serve` accepts per request.
+GENERATION_KEYS = tuple(flag[2:].replace("-", "_") for flag, _, _ in GENERATION_FLAGS) + ("do_sample",)
+
 
 def add_generation_flags(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("generation (sft / dpo runs)")
@@ -26,8 +30,7 @@ def add_generation_flags(parser: argparse.ArgumentParser) -> None:
 
 def generation_kwargs(args: argparse.Namespace) -> dict:
     """The settings given on the command line, as Predictor.generate's keyword arguments."""
-    names = [flag[2:].replace("-", "_") for flag, _, _ in GENERATION_FLAGS] + ["do_sample"]
-    return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
+    return {k: getattr(args, k) for k in GENERATION_KEYS if getattr(args, k) is not None}
 
 
 def generation_argv(args: argparse.Namespace) -> list[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from tuitune import paths
-from tuitune.config import RunConfig
+from tuitune.config import RunConfig, stored_config
 from tuitune.errors import TuituneError
 from tuitune.history import History, now_ms, pid_alive
 from tuitune.records import RunRecord
@@ -94,7 +94,7 @@ def resume_run(history: History, run_id: int) -> int:
     ckpts = checkpoints(run_id, Path(run["run_dir"]) if run.get("run_dir") else None)
     if not ckpts:
         raise TuituneError(f"run {run_id} has no checkpoint to resume from: start it again with `tuitune run`")
-    cfg = RunConfig.model_validate(run["config"])
+    cfg = stored_config(run.config)
     # pid=None and a fresh heartbeat: a reader looking before the new engine starts must not
     # take the old, dead pid (or an old timestamp) as a fresh crash
     history.update_run(run_id, status="queued", error=None, ended_at=None, stop_requested=0,

@@ -16,11 +16,7 @@ from typing import Optional
 
 from tuitune import demo
 from tuitune.errors import TuituneError
-
-ENCODERS = {"bert", "roberta", "distilbert", "deberta", "deberta-v2", "electra", "albert", "xlm-roberta",
-            "camembert", "mpnet", "modernbert", "ernie"}
-DECODERS = {"llama", "gpt2", "mistral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3", "phi", "phi3", "gpt_neox",
-            "opt", "falcon", "smollm", "mixtral", "olmo", "granite"}
+from tuitune.tasks import tasks_for_model
 
 
 @dataclass
@@ -88,12 +84,7 @@ def _folder_size(p: Path) -> int:
 
 
 def _tasks_for(model_type: str, archs: list[str]) -> list[str]:
-    a = " ".join(archs).lower()
-    if model_type in ENCODERS or "maskedlm" in a or "formaskedlm" in a:
-        return ["classification", "mlm"]
-    if model_type in DECODERS or "causallm" in a:
-        return ["classification", "sft", "dpo"]
-    return ["classification"]
+    return tasks_for_model(model_type, archs)  # the families live in the task registry
 
 
 def model_from_folder(name: str, folder: Path, source: str) -> ModelInfo:
@@ -170,7 +161,7 @@ def inspect_model(name: str) -> ModelInfo:
         if p.is_file():  # gguf demo (SmolLM2): converted by the engine on first use
             info = ModelInfo(name=name, path=str(p), source="demo", architecture="LlamaForCausalLM (gguf)",
                              model_type="llama", params=134_515_008, size_bytes=p.stat().st_size,
-                             hidden=576, layers=30, vocab=49152, tasks=["classification", "sft", "dpo"],
+                             hidden=576, layers=30, vocab=49152, tasks=tasks_for_model("llama", []),
                              note="a GGUF file: the engine converts it to a model folder on first use")
             return info
         return model_from_folder(name, p, "demo")
