@@ -41,16 +41,6 @@ if TYPE_CHECKING:
 KINDS = ("log", "float", "int", "choice")
 SPEC_HELP = "use log:A..B, float:A..B, int:A..B or choice:A,B,C"
 
-# What each task reports on its evaluation split (Trainer's `eval_` prefix left off), and whether
-# more is better. A metric outside this list is refused before any trial starts.
-TASK_METRICS: dict[str, tuple[str, ...]] = {
-    "classification": ("accuracy", "f1", "loss"),
-    "mlm": ("perplexity", "loss"),
-    "sft": ("loss", "perplexity", "mean_token_accuracy", "entropy"),
-    "dpo": ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen", "rewards/rejected"),
-}
-LOWER_IS_BETTER = ("loss", "perplexity", "entropy")
-
 STATE_NAMES = {"COMPLETE": "completed", "PRUNED": "pruned", "FAIL": "failed", "RUNNING": "running",
                "WAITING": "waiting"}
 
@@ -180,10 +170,6 @@ def normalise_metric(name: str) -> str:
     return name
 
 
-def default_direction(metric: str) -> str:
-    return "minimize" if metric in LOWER_IS_BETTER else "maximize"
-
-
 # -- the sweep definition -------------------------------------------------------------------------
 
 @dataclass
@@ -256,13 +242,13 @@ def build_definition(config: dict[str, Any], params: list[Param], *, name: str, 
             except TuituneError as err:
                 raise TuituneError(f"--param {p.key}: the value {value!r} is not valid ({err})") from None
     base = validate_config(config)
-    task = base.task
+    spec = base.spec  # the task registry: what the task reports on its evaluation split, and which way is better
     metric = normalise_metric(metric or base.main_metric)
-    reported = TASK_METRICS.get(task, ("loss",))
-    if metric not in reported:
-        raise TuituneError(f"--metric {metric}: a {task} run does not report it; choose one of {', '.join(reported)}")
+    if metric not in spec.metrics:
+        raise TuituneError(f"--metric {metric}: a {base.task} run does not report it; "
+                           f"choose one of {', '.join(spec.metrics)}")
     if direction is None:
-        direction = "maximize" if metric == base.main_metric and base.greater_is_better else default_direction(metric)
+        direction = spec.direction(metric)
     if direction not in ("maximize", "minimize"):
         raise TuituneError(f"--direction must be maximize or minimize, got {direction!r}")
     if pruner not in ("median", "none"):
