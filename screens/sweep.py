@@ -45,7 +45,7 @@ def load_summary(h, name: str) -> dict[str, Any]:
 
 def importance_lines(imp: dict[str, float], width: int = 8) -> list[str]:
     if not imp:
-        return ["importance: after two", "completed trials"]
+        return ["importance: after three", "completed trials"]
     out = ["importance"]
     for key, v in imp.items():
         bar = "█" * max(1, round(v * width))

@@ -403,7 +403,8 @@ def test_two_workers_share_one_study(tmp_path, tiny_bert, tiny_csv, storage):
 # -- the Sweep view (Pilot, 80×24) -------------------------------------------------------------------
 
 def seed_sweep(name: str = "bbc-sweep") -> dict[int, int]:
-    """A finished 3-trial sweep over the two seeded runs plus a pruned one: {trial: run id}."""
+    """A finished 4-trial sweep: trials 0 and 1 are the two seeded runs, 2 was pruned, 3 ran on
+    another machine (no run here). Returns {trial: run id}."""
     import optuna
 
     from tuitune import sweep
@@ -414,14 +415,14 @@ def seed_sweep(name: str = "bbc-sweep") -> dict[int, int]:
     h = History()
     data = json.loads(h.conn.execute("SELECT config FROM runs WHERE id=?", (ids[0],)).fetchone()[0])
     d = sweep.build_definition(data, [sweep.parse_param(f"{LR}=log:1e-5..1e-3"),
-                                      sweep.parse_param("method.lora_r=choice:8,16")], name=name, trials=3)
+                                      sweep.parse_param("method.lora_r=choice:8,16")], name=name, trials=4)
     study = sweep.create_study(d, sweep.default_storage())
     sweep.remember(h, name, sweep.default_storage())
     dists = {LR: optuna.distributions.FloatDistribution(1e-5, 1e-3, log=True),
              "method.lora_r": optuna.distributions.CategoricalDistribution([8, 16])}
     runs = {0: ids[0], 1: ids[1]}
     for n, (lr, r, value, state) in enumerate([(1e-4, 8, 0.95, "COMPLETE"), (3e-4, 16, 0.85, "COMPLETE"),
-                                               (1e-5, 16, None, "PRUNED")]):
+                                               (1e-5, 16, None, "PRUNED"), (5e-4, 8, 0.80, "COMPLETE")]):
         attrs = {"run_id": runs.get(n), "host": "here"}
         study.add_trial(optuna.trial.create_trial(
             params={LR: lr, "method.lora_r": r}, distributions=dists, value=value,
@@ -450,18 +451,20 @@ def test_sweep_view_leaderboard_curve_importances_and_open_a_trial(tuitune_home)
                          "sweep loaded")
             scr = app.screen
             title = str(scr.query_one("#sw-title").render())
-            assert "3/3 trials" in title and "best 0.9500: trial 0" in title
+            assert "4/4 trials" in title and "best 0.9500: trial 0" in title
             board = scr.query_one("#sw-table")
-            assert board.row_count == 3
-            assert [board.get_row_at(i)[1] for i in range(3)] == ["completed", "completed", "pruned"]
+            assert board.row_count == 4  # best first, the pruned one last
+            assert [board.get_row_at(i)[:2] for i in range(4)] == [["0", "completed"], ["1", "completed"],
+                                                                   ["3", "completed"], ["2", "pruned"]]
             assert board.get_row_at(0)[2:5] == ["0.0001", "8", "0.95"]
-            assert scr.summary["best_so_far"] == [[0, 0.95], [1, 0.95]] or scr.summary["best_so_far"] == [(0, 0.95), (1, 0.95)]
-            assert "importance" in str(scr.query_one("#sw-importance").render())
+            assert [tuple(x) for x in scr.summary["best_so_far"]] == [(0, 0.95), (1, 0.95), (3, 0.95)]
+            importance = str(scr.query_one("#sw-importance").render())
+            assert "learning_rat" in importance and "lora_r" in importance and "█" in importance
             await pilot.press("down", "enter")  # trial 1: its run opens in the monitor (replay)
             await _until(pilot, lambda: type(app.screen).__name__ == "MonitorScreen", "trial's run opened")
             assert app.screen.run_id == runs[1]
             await pilot.press("escape")
-            await pilot.press("down", "enter")  # the pruned trial has no run here: one clear message
+            await pilot.press("down", "enter")  # trial 3 ran on another machine: one clear message
             await _until(pilot, lambda: type(app.screen).__name__ == "MessageDialog", "message")
             await pilot.press("escape", "escape")
             await _until(pilot, lambda: type(app.screen).__name__ == "RunsScreen", "back home")
@@ -483,7 +486,7 @@ def test_sweeps_list_opens_a_sweep(tuitune_home):
             app.push_screen(SweepsScreen())
             await _until(pilot, lambda: isinstance(app.screen, SweepsScreen)
                          and app.screen.query_one("#sweeps").row_count == 1, "sweeps listed")
-            assert app.screen.query_one("#sweeps").get_row_at(0)[:4] == ["first", "3/3", "accuracy", "0.95"]
+            assert app.screen.query_one("#sweeps").get_row_at(0)[:4] == ["first", "4/4", "accuracy", "0.95"]
             await pilot.press("enter")
             await _until(pilot, lambda: type(app.screen).__name__ == "SweepScreen", "sweep opened")
     asyncio.run(go())

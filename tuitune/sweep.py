@@ -506,10 +506,13 @@ def best_so_far(study, d: SweepDef) -> list[tuple[int, float]]:
 
 
 def importances(study) -> dict[str, float]:
-    """Optuna's parameter importances (empty until two trials with different values completed)."""
+    """Optuna's parameter importances (empty before three trials have completed: fewer say nothing)."""
     import warnings
 
     optuna = _optuna()
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(done) < 3:
+        return {}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
