@@ -59,6 +59,11 @@ class HistoryCallback(TrainerCallback):
         self.stopped_at: Optional[int] = None
         self.phase = "eval"  # the runner sets "baseline" / "final" / "test" around its own evaluations
         self.last_eval: Optional[tuple[int, dict]] = None  # (step, metrics) of the latest periodic evaluation
+        # after_eval(phase, step, model): the runner's hook storing what an evaluation saw beyond its
+        # metrics (class report, probes); clock: counts the time and tokens periodic evaluations take
+        self.after_eval = None
+        self.clock = None
+        self._step_end: tuple[float, int] = (0.0, 0)
 
     def _main(self, state) -> bool:
         return self.h is not None and state.is_world_process_zero
@@ -71,6 +76,8 @@ class HistoryCallback(TrainerCallback):
             self._last_tokens, self._last_samples = self.counter.tokens, self.counter.samples
 
     def on_step_end(self, args, state, control, **kw):
+        # a periodic evaluation runs between here and on_evaluate: what it collates is not training
+        self._step_end = (time.perf_counter(), self.counter.tokens if self.counter is not None else 0)
         now = time.monotonic()
         if self.h is not None and now - self._last_poll >= self.poll_s:
             self._last_poll = now
@@ -106,11 +113,19 @@ class HistoryCallback(TrainerCallback):
             return
         m = self.task.postprocess_eval(dict(metrics))
         self.last_eval = (state.global_step, m)  # every process: all must agree to reuse it as the final one
+        if self.clock is not None and self._step_end[0]:
+            self.clock.eval_s += time.perf_counter() - self._step_end[0]
+            if self.counter is not None:
+                self.clock.eval_tokens += self.counter.tokens - self._step_end[1]
         if self._main(state):
             self.h.log_evaluation(self.run_id, "eval", state.global_step, m)
             extra = {metric_key(k): v for k, v in m.items() if k not in metrics}
             if extra:
                 self.h.log_metrics(self.run_id, state.global_step, extra)
+            if self.after_eval is not None:
+                self.after_eval("eval", state.global_step, kw.get("model"))
+        if self.clock is not None:  # probes are not training time either
+            self._step_end = (0.0, 0)
 
     def on_save(self, args, state, control, **kw):
         if self._main(state):

@@ -51,6 +51,9 @@ class Run:
         from tuitune.engine.callbacks import StopFlag
 
         self.stop = StopFlag()
+        from tuitune.engine.evaluation import Clock
+
+        self.clock = Clock()  # execute() restarts it
 
     def _row_no_refresh(self, run_id: int) -> dict:
         r = self.h.conn.execute("SELECT * FROM runs WHERE id=?", (run_id,)).fetchone()
@@ -71,6 +74,9 @@ class Run:
                    "process with your permissions; turn it off unless you trust that repository")
             print(f"tuitune: warning: {msg}", file=sys.stderr, flush=True)
             self.h.log_event(self.run_id, "warning", msg)
+        from tuitune.engine import tracking
+
+        tracking.prepare(cfg, self.run_dir, self.run_id)
         self.task = task = get_task(cfg)
         self.model_path = models.resolve(cfg.model.name_or_path)
         self.tokenizer = models.load_tokenizer(cfg, self.model_path)
@@ -90,12 +96,18 @@ class Run:
                              f"{trainable:,} of {total:,} parameters train ({100 * trainable / total:.2f}%)")
         self.counter = TokenCounter(task.collator(self.tokenizer))
         self.callback = HistoryCallback(self.h if self.main else None, self.run_id, self.stop, task, self.counter)
+        self.callback.after_eval = self._after_eval
+        self.callback.clock = self.clock
         self.trainer = task.build_trainer(
             model=model, datasets=self.dataset, collator=self.counter, tokenizer=self.tokenizer,
             callbacks=trainer_callbacks(cfg, self.callback), output_dir=self.run_dir / "checkpoints")
         spec = faults.configured()
         if spec:
             self.trainer.add_callback(faults.FaultInjector(spec))
+        from tuitune.engine import watchdog
+
+        self.watchdog = watchdog.install(self.trainer, cfg)
+        tracking.name_run(self.trainer, cfg, self.run_id)
         return self.trainer
 
     def _mark(self, kind: str, message: str) -> None:
@@ -115,14 +127,48 @@ class Run:
 
     def _evaluate(self, phase: str, dataset=None, prefix: str = "eval") -> dict[str, float]:
         self.callback.phase = phase
+        self.task.eval_split = "test" if prefix == "test" else "validation"
         try:
             metrics = self.trainer.evaluate(eval_dataset=dataset, metric_key_prefix=prefix)
         finally:
             self.callback.phase = "eval"
+            self.task.eval_split = "validation"
         metrics = self.task.postprocess_eval(dict(metrics))
         if self.main:
             self.h.log_evaluation(self.run_id, phase, self.trainer.state.global_step, metrics)
+            self._after_eval(phase, self.trainer.state.global_step)
         return metrics
+
+    def _after_eval(self, phase: str, step: int, model=None) -> None:
+        """What an evaluation saw beyond its metrics (the task's class report), and the probes
+        answered by the model as it is now. Main process only; never stops training."""
+        if not self.main:
+            return
+        try:
+            self.task.record_evaluation(self.h, self.run_id, phase, step)
+            if phase != "test":  # the probes answer once per set of weights; test follows final's weights
+                self._answer_probes(phase, step, model)
+        except Exception as err:  # noqa: BLE001
+            traceback.print_exc()
+            print(f"tuitune: warning: evaluation details at step {step} not stored: {type(err).__name__}: {err}",
+                  file=sys.stderr, flush=True)
+
+    def _answer_probes(self, phase: str, step: int, model=None) -> None:
+        from tuitune.engine.evaluation import answer_probes
+
+        inputs = self.cfg.probe_inputs
+        if not inputs:
+            return
+        if self.cfg.training.fsdp:  # the main process alone holds a shard, not the model
+            if phase == "baseline":
+                self.h.log_event(self.run_id, "warning", "probes are not answered under FSDP")
+            return
+        model = model if model is not None else self.trainer.model
+        model = getattr(model, "module", model)  # DDP's wrapper: the forward pass alone, no collective
+        meta = dict(self.task.meta(), method=self.cfg.method.name, peft=hasattr(model, "peft_config"))
+        answers = answer_probes(model, self.tokenizer, meta, inputs,
+                                max_new_tokens=self.cfg.evaluation.probe_max_new_tokens)
+        self.h.log_probes(self.run_id, phase, step, answers)
 
     def _final_evaluation(self) -> dict[str, float]:
         """Training that ended on an evaluation step (every epoch-end evaluation does) has already
@@ -138,6 +184,7 @@ class Run:
         if self.main:
             self.h.log_evaluation(self.run_id, "final", step, metrics)
             self.h.log_event(self.run_id, "final_reused", f"final evaluation = step {step}'s (same weights)", step=step)
+            self._after_eval("final", step)  # the class report of that evaluation, kept by the task
         return metrics
 
     def _launched_by_torchrun(self) -> bool:
@@ -151,7 +198,9 @@ class Run:
     def execute(self) -> int:
         """Returns the process exit code (0 completed or stopped, 1 failed)."""
         from tuitune.engine.callbacks import SystemSampler
+        from tuitune.engine.evaluation import Clock
 
+        self.clock = Clock()
         self._install_signals()
         h = self.h
         sampler = None
@@ -177,9 +226,29 @@ class Run:
             if self.node_main and code == 0:
                 h.set_status(self.run_id, "stopped" if self.stop else "completed")
 
+    def _record_resources(self) -> None:
+        """What the run cost, on the run row: wall and train time, peak memory, tokens/s."""
+        from tuitune.engine.evaluation import peak_gpu_bytes, peak_ram_bytes
+
+        c = self.clock
+        fields: dict[str, Any] = {"wall_time_s": round(c.wall_s(), 3), "peak_ram_bytes": peak_ram_bytes(),
+                                  "peak_gpu_bytes": peak_gpu_bytes()}
+        if c.train_s:
+            fields["train_time_s"] = round(c.train_s, 3)
+            steps_s = c.train_s - c.eval_s
+            if c.train_tokens and steps_s > 0:
+                world = max(1, int(os.environ.get("WORLD_SIZE", "1")))  # the counter counts this process's
+                fields["tokens_per_s"] = round(c.train_tokens * world / steps_s, 1)
+        try:
+            self.h.update_run(self.run_id, **fields)
+        except TuituneError as err:
+            print(f"tuitune: resources not recorded: {err}", file=sys.stderr, flush=True)
+
     def _fail(self, message: str) -> int:
         print(f"tuitune: run {self.run_id} failed: {message}", file=sys.stderr, flush=True)
         if self.main or self.node_main:
+            if self.main:
+                self._record_resources()
             self.h.set_status(self.run_id, "failed", error=message)
         return 1
 
@@ -192,8 +261,11 @@ class Run:
             try:
                 self.build()
                 resume_from = self._last_checkpoint() if self.resume else None
-                if self.resume and resume_from is None:
-                    raise TuituneError(f"run {self.run_id} has no checkpoint to resume from")
+                if self.resume and resume_from is None and self.main:
+                    # killed before its first checkpoint: train again from step 0 in this run (its
+                    # events stay; its steps and evaluations, the baseline too, are written anew)
+                    h.truncate_after(self.run_id, -1)
+                    h.update_run(self.run_id, step=0)
                 if resume_from and self.main:
                     step = int(resume_from.rsplit("-", 1)[-1])
                     h.truncate_after(self.run_id, step)
@@ -202,7 +274,7 @@ class Run:
                     key = f"eval_{self.task.main_metric}"
                     if self.main and key in base:
                         h.update_run(self.run_id, baseline_value=base[key])
-                self.trainer.train(resume_from_checkpoint=resume_from)
+                self._train(resume_from)
                 break
             except (torch.OutOfMemoryError, MemoryError) as err:
                 traceback.print_exc()
@@ -227,7 +299,14 @@ class Run:
                 self.resume = False
                 self._free()
 
+        dog = getattr(self, "watchdog", None)
+        if dog is not None and dog.reason:
+            if self.main:
+                h.log_event(self.run_id, "diverged", dog.reason, step=dog.step)
+            raise TuituneError(diverged_message(dog.reason, self._last_checkpoint(), self.run_id))
         if self.stop:
+            if self.main:
+                self._record_resources()  # before the status: whoever waits for the end reads them
             if self.main and self.stop.reason == SWEEP_GONE:
                 h.set_status(self.run_id, "crashed",
                              error=f"crashed: the sweep process running this trial is gone (stopped at step "
@@ -245,8 +324,21 @@ class Run:
         if self.main:
             key = f"eval_{self.task.main_metric}"
             h.update_run(self.run_id, main_value=final.get(key))
+            self._record_resources()  # before the status: whoever waits for the end reads them
             h.set_status(self.run_id, "completed")
         return 0
+
+    def _train(self, resume_from: Optional[str]) -> None:
+        """trainer.train(), timed; the tokens it collated, less its evaluations', are training tokens."""
+        import time
+
+        c = self.clock
+        t0, tokens0, eval_tokens0 = time.perf_counter(), self.counter.tokens, c.eval_tokens
+        try:
+            self.trainer.train(resume_from_checkpoint=resume_from)
+        finally:
+            c.train_s += time.perf_counter() - t0
+            c.train_tokens += (self.counter.tokens - tokens0) - (c.eval_tokens - eval_tokens0)
 
     def _free(self) -> None:
         import gc
@@ -304,6 +396,16 @@ def oom_message(cfg: RunConfig) -> str:
     t = cfg.training
     return (f"out of memory: lower training.per_device_train_batch_size (now {t.per_device_train_batch_size}) "
             f"or data.max_length (now {cfg.data.max_length}), use LoRA/QLoRA, or set training.auto_retry_oom=true")
+
+
+def diverged_message(reason: str, checkpoint: Optional[str], run_id: int) -> str:
+    if checkpoint:
+        kept = (f"{Path(checkpoint).name}, from before it, is kept (`tuitune resume {run_id}` continues from it "
+                "with the same settings)")
+    else:
+        kept = "no checkpoint was saved before it"
+    return (f"stopped by the watchdog: {reason}; {kept}; lower training.learning_rate "
+            "(or loosen the watchdog section) and run again")
 
 
 def describe_exception(err: Exception, cfg: RunConfig) -> str:

@@ -86,6 +86,8 @@ class Task:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.label_names: list[str] = []
+        self.eval_split = "validation"  # the split being evaluated (the runner sets "test" around the test one)
+        self.last_detail: Optional[dict[str, Any]] = None  # what the latest evaluation saw beyond its metrics
 
     @property
     def main_metric(self) -> str:
@@ -143,6 +145,7 @@ class Task:
             train_dataset=datasets["train"], eval_dataset=datasets["validation"],
             data_collator=collator, processing_class=tokenizer,
             compute_metrics=self.compute_metrics(), callbacks=callbacks,
+            preprocess_logits_for_metrics=self.preprocess_logits(),
         )
         # These heads' losses are plain batch means that ignore `num_items_in_batch`; Trainer would
         # still multiply them by the number of processes (DDP: doubled loss and gradients).
@@ -156,6 +159,14 @@ class Task:
 
     def compute_metrics(self) -> Optional[Callable]:
         return None
+
+    def preprocess_logits(self) -> Optional[Callable]:
+        """Shrinks each evaluation batch's logits before Trainer keeps them (None: keep as they are)."""
+        return None
+
+    def record_evaluation(self, history, run_id: int, phase: str, step: int) -> None:
+        """Store what the latest evaluation saw beyond its metrics (the classifier: per-class report,
+        confusion matrix, and after the final one its mistakes). Main process only."""
 
     def postprocess_eval(self, metrics: dict[str, float]) -> dict[str, float]:
         """Add what Trainer cannot compute itself: perplexity = exp(loss), where the task reports it."""
@@ -204,6 +215,8 @@ class Classification(Task):
             out["labels"] = batch[d.label_column]
             return out
 
+        # the evaluated rows' texts, in order, for the error browser (Trainer evaluates in order)
+        self.texts = {split: list(ds[split][d.text_column]) for split in ("validation", "test") if split in ds}
         cols = ds["train"].column_names
         ds = ds.map(enc, batched=True, remove_columns=cols, num_proc=data_mod.num_proc())
         return ds
@@ -220,12 +233,31 @@ class Classification(Task):
         n = len(self.label_names)
 
         def metrics(p):
+            from tuitune.engine.evaluation import softmax
+
             logits = p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions
-            pred = np.asarray(logits).argmax(-1)
+            logits = np.asarray(logits, dtype=np.float64)
+            pred = logits.argmax(-1)
             ref = np.asarray(p.label_ids)
+            self.last_detail = {"split": self.eval_split, "pred": pred, "ref": ref, "probs": softmax(logits)}
             return {"accuracy": float((pred == ref).mean()), "f1": macro_f1(pred, ref, n)}
 
         return metrics
+
+    def record_evaluation(self, history, run_id, phase, step):
+        from tuitune.engine import evaluation
+
+        d = self.last_detail
+        if d is None:
+            return
+        labels = self.label_names or [str(i) for i in range(d["probs"].shape[-1])]
+        report, matrix = evaluation.class_report(d["pred"], d["ref"], labels)
+        history.log_class_report(run_id, phase, step, labels, report, matrix)
+        if phase == "final":
+            texts = getattr(self, "texts", {}).get(d["split"])
+            errors = evaluation.misclassified(d["pred"], d["ref"], d["probs"], texts, labels,
+                                              self.cfg.evaluation.max_errors)
+            history.log_errors(run_id, phase, step, errors)
 
 
 def macro_f1(pred: np.ndarray, ref: np.ndarray, n: int) -> float:
@@ -269,6 +301,31 @@ class MaskedLM(Task):
                                                pad_to_multiple_of=8)
         n = self.num_virtual_tokens()
         return VirtualTokenLabels(base, n) if n else base
+
+    def preprocess_logits(self):
+        def top5(logits, labels):
+            if isinstance(logits, tuple):
+                logits = logits[0]
+            return logits.topk(min(5, logits.shape[-1]), dim=-1).indices  # not the whole vocabulary per token
+
+        return top5
+
+    def compute_metrics(self):
+        def metrics(p):
+            """Top-1 / top-5 accuracy over the masked-out positions (labels != -100)."""
+            top = np.asarray(p.predictions[0] if isinstance(p.predictions, tuple) else p.predictions)
+            ref = np.asarray(p.label_ids)
+            if top.ndim == ref.ndim:  # a single candidate per position
+                top = top[..., None]
+            n = min(top.shape[1], ref.shape[1])  # rows padded to the longest batch (predictions and labels alike)
+            top, ref = top[:, :n], ref[:, :n]
+            mask = ref != -100
+            if not mask.any():
+                return {}
+            hits = top == ref[..., None]
+            return {"top1_accuracy": float(hits[..., 0][mask].mean()), "top5_accuracy": float(hits.any(-1)[mask].mean())}
+
+        return metrics
 
     def num_virtual_tokens(self) -> int:
         """Soft prompts make the logits longer than the labels: predict and labels shift by this much."""

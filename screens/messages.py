@@ -29,8 +29,23 @@ class PickPreset(Message):
 
 
 @dataclass
+class OpenEvaluation(Message):
+    """A run's evaluations in depth: confusion matrix, per-class F1, errors, probes."""
+
+    run_id: int
+    step: Optional[int] = None  # the evaluation at or before this step (None: the latest)
+
+
+@dataclass
 class PredictRun(Message):
     """Query a completed run."""
+
+    run_id: int
+
+
+@dataclass
+class CompressRun(Message):
+    """Quantize, prune and cluster a completed run's model; the table of variants."""
 
     run_id: int
 

@@ -104,6 +104,8 @@ def test_dpo_prefers_the_chosen_answer(tiny_llama):
     assert abs(base["eval_loss"] - math.log(2)) < 0.05  # policy == reference before training
     assert final["eval_loss"] < base["eval_loss"]
     assert final["eval_rewards/accuracies"] >= base["eval_rewards/accuracies"]
+    # TRL's reward figures are part of every evaluation (shown by `tuitune show` and the Evaluation screen)
+    assert {f"eval_rewards/{k}" for k in ("chosen", "rejected", "accuracies", "margins")} <= set(final)
     keys = {m["key"] for m in History().metrics(run_id)}
     assert "train/loss" in keys and any(k.startswith("train/rewards/") for k in keys)
     out = Predictor.for_run(run_id).predict("How are you?", max_new_tokens=4, do_sample=False)

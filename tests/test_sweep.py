@@ -513,14 +513,14 @@ def test_wizard_marks_fields_as_searched_and_launches_a_sweep(tuitune_home, tiny
                          and app.screen.query_one("#f-training-learning_rate"), "method screen")
             scr = app.screen
             scr.query_one("#f-training-learning_rate").value = "log:1e-3..1e-2"
-            scr.query_one("#f-method-lora_r").value = "int:9..4"
+            scr.query_one("#f-training-per_device_train_batch_size").value = "int:9..4"
             await pilot.pause(0.2)
             assert "searched: log:0.001..0.01" in str(scr.query_one("#f-training-learning_rate-msg").render())
-            assert "empty range" in str(scr.query_one("#f-method-lora_r-msg").render())
+            assert "empty range" in str(scr.query_one("#f-training-per_device_train_batch_size-msg").render())
             await pilot.press("ctrl+n")
             await pilot.pause(0.2)
             assert isinstance(app.screen, MethodScreen)  # a bad SPEC keeps the form open
-            scr.query_one("#f-method-lora_r").value = "8"
+            scr.query_one("#f-training-per_device_train_batch_size").value = "8"
             await pilot.pause(0.2)
             await pilot.press("ctrl+n")
             await _until(pilot, lambda: type(app.screen).__name__ == "ReviewScreen", "review")

@@ -22,6 +22,7 @@ from tuitune.errors import TuituneError
 # The names come from the one registry (tuitune/tasks.py); these tuples are its keys, for Literal.
 TASKS = registry.TASK_NAMES
 METHODS = registry.METHOD_NAMES
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # Trainer's own integrations, named as it names them
 
 
 # The schema's version, stored in every config. Renaming or removing a key: bump it and add the old
@@ -166,6 +167,19 @@ class TrainingConfig(_Part):
     fsdp_config: dict[str, Any] = Field(default_factory=dict,
                                         description="TrainingArguments' fsdp_config, e.g. {cpu_offload: true}")
     auto_retry_oom: bool = Field(False, description="On out-of-memory: halve the batch, double accumulation, retry")
+    checkpoint_every_minutes: Optional[float] = Field(
+        30.0, ge=0, description="Also checkpoint when this many minutes passed since the last one (0 or null: off)")
+    report_to: list[Literal[REPORT_TO]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Also log to tensorboard, mlflow and/or wandb (Trainer's names)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"]
+        return v
 
     @field_validator("max_steps")
     @classmethod
@@ -178,6 +192,27 @@ class TrainingConfig(_Part):
 class EvaluationConfig(_Part):
     baseline: bool = Field(True, description="Evaluate once before training so the gain is visible")
     on_test: bool = Field(True, description="Also evaluate on the test split when there is one")
+    probes: Optional[list[str]] = Field(
+        None, description="Inputs answered at the baseline, every evaluation and the end (None: the task's "
+                          "defaults; []: none). Masked LM: each holds [MASK] or <mask>")
+    probe_max_new_tokens: int = Field(24, gt=0, le=512, description="SFT/DPO probes: greedy answer length")
+    max_errors: int = Field(200, ge=0, description="Misclassified evaluation rows kept after the final evaluation")
+
+    @field_validator("probes")
+    @classmethod
+    def _probes(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None and any(not isinstance(p, str) or not p.strip() for p in v):
+            raise ValueError("evaluation.probes must be non-empty texts")
+        return v
+
+
+class WatchdogConfig(_Part):
+    """Stops a diverging run: a NaN/Inf loss at once; a loss far above its best for several logs."""
+
+    enabled: bool = Field(True, description="Stop the run when the training loss diverges")
+    loss_factor: float = Field(3.0, gt=1, description="Diverged: loss above this many times its best average")
+    loss_margin: float = Field(1.0, ge=0, description="... and at least this much above it (tiny losses wobble)")
+    patience: int = Field(3, gt=0, description="... for this many logged losses in a row")
 
 
 class RunConfig(_Part):
@@ -190,6 +225,7 @@ class RunConfig(_Part):
     quantization: QuantizationConfig = QuantizationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":
@@ -208,6 +244,7 @@ class RunConfig(_Part):
         if m.name not in self.spec.methods:
             raise ValueError(f"task {self.task} does not support method {m.name}: use one of {', '.join(self.spec.methods)}")
         self._check_metric()
+        self._check_probes()
         t = self.training
         if t.fsdp and t.processes < 2 and not t.launcher_args:
             raise ValueError("training.fsdp shards the model across processes: set training.processes > 1")
@@ -223,6 +260,20 @@ class RunConfig(_Part):
         if chosen is not None and chosen.removeprefix("eval_") not in self.spec.metrics:
             raise ValueError(f"training.metric_for_best_model {chosen!r} is not a metric task {self.task} reports: "
                              f"use one of {', '.join(self.spec.metrics)}")
+
+    def _check_probes(self) -> None:
+        if self.spec.predicts != "fill-mask":
+            return
+        for text in self.probe_inputs:
+            if not any(m in text for m in registry.MASK_SPELLINGS):
+                raise ValueError(f"evaluation.probes: {text[:60]!r} has no mask token: a masked-LM probe needs "
+                                 "[MASK] (or <mask>) where the model fills in a word")
+
+    @property
+    def probe_inputs(self) -> list[str]:
+        """The probes this run answers: evaluation.probes, or the task's defaults when unset."""
+        p = self.evaluation.probes
+        return list(self.spec.default_probes) if p is None else list(p)
 
     @property
     def spec(self) -> registry.TaskSpec:

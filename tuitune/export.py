@@ -20,6 +20,9 @@ TABLES = {  # file name -> (table, order)
     "evaluations": ("evaluations", "id"),
     "events": ("events", "id"),
     "system": ("system", "time"),
+    "class-reports": ("class_reports", "id"),  # per-class report and confusion matrix per evaluation
+    "errors": ("eval_errors", "rowid"),  # the final evaluation's misclassified rows
+    "probes": ("probes", "rowid"),
 }
 
 

@@ -101,3 +101,49 @@ def short(s: Optional[str], n: int = 24) -> str:
     """A long name cut from the left (`…/models/bert`), so its most telling end stays visible."""
     s = s or ""
     return s if len(s) <= n else "…" + s[-(n - 1):]
+
+
+# -- evaluation depth (issue 9): resources, per-class changes, probes ---------------------------------------
+
+def fmt_resources(run: "RunRecord") -> str:
+    """`wall 1:02 · train 0:55 · peak RAM 1.8 GB · peak GPU N/A · 1234 tokens/s` (N/A: not measured)."""
+    t = lambda s: "N/A" if s is None else fmt_clock(s)  # noqa: E731
+    tps = "N/A" if run.tokens_per_s is None else f"{run.tokens_per_s:,.0f}"
+    return (f"wall {t(run.wall_time_s)} · train {t(run.train_time_s)} · peak RAM {fmt_bytes(run.peak_ram_bytes)}"
+            f" · peak GPU {fmt_bytes(run.peak_gpu_bytes)} · {tps} tokens/s")
+
+
+def resources(run: "RunRecord") -> dict[str, Any]:
+    return {k: getattr(run, k) for k in ("wall_time_s", "train_time_s", "peak_ram_bytes", "peak_gpu_bytes",
+                                         "tokens_per_s")}
+
+
+def f1_changes(reports: list[tuple[str, int, dict[str, dict]]]) -> list[tuple[str, Optional[float], Optional[float], int]]:
+    """Per class: (label, F1 at the baseline, F1 at the final evaluation — or the latest one while a
+    run trains —, support), from `History.class_report`. None where that evaluation is missing."""
+    if not reports:
+        return []
+    base = next((r for p, _, r in reports if p == "baseline"), None)
+    final = next((r for p, _, r in reversed(reports) if p == "final"), None)
+    if final is None:
+        final = next((r for p, _, r in reversed(reports) if p in ("eval", "final")), None)
+    labels = list((final or base or {}).keys())
+    return [(lab, base[lab]["f1"] if base and lab in base else None,
+             final[lab]["f1"] if final and lab in final else None,
+             int((final or base)[lab]["support"])) for lab in labels]
+
+
+def fmt_change(before: Optional[float], after: Optional[float]) -> str:
+    """`0.412 → 0.873 (+0.461)`, or what is known."""
+    b = "N/A" if before is None else f"{before:.3f}"
+    a = "N/A" if after is None else f"{after:.3f}"
+    d = f" ({after - before:+.3f})" if before is not None and after is not None else ""
+    return f"{b} → {a}{d}"
+
+
+def probe_timeline(probes: list[dict[str, Any]]) -> list[tuple[str, list[tuple[str, int, str]]]]:
+    """Probe answers grouped by probe, in order: [(input, [(phase, step, answer), ...])]."""
+    by: dict[int, tuple[str, list]] = {}
+    for p in probes:
+        by.setdefault(p["idx"], (p["input"], []))[1].append((p["phase"], p["step"], p["answer"] or ""))
+    return [by[i] for i in sorted(by)]

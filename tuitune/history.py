@@ -80,7 +80,51 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX events_run ON events(run_id);
     """,
-    # 2: hyperparameter sweeps. A trial is a run that knows its sweep, trial number and sampled
+    # 2: evaluation depth (issue 9) — per-class report and confusion matrix per evaluation, the
+    # misclassified evaluation rows, probe answers, and what a run cost
+    """
+    CREATE TABLE class_reports (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        phase TEXT NOT NULL, step INTEGER NOT NULL, time INTEGER NOT NULL,
+        labels TEXT NOT NULL, report TEXT NOT NULL, matrix TEXT NOT NULL
+    );
+    CREATE INDEX class_reports_run ON class_reports(run_id, phase);
+    CREATE TABLE eval_errors (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        phase TEXT NOT NULL, step INTEGER NOT NULL, row INTEGER NOT NULL,
+        text TEXT, true_label TEXT NOT NULL, pred_label TEXT NOT NULL, confidence REAL
+    );
+    CREATE INDEX eval_errors_run ON eval_errors(run_id);
+    CREATE TABLE probes (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        phase TEXT NOT NULL, step INTEGER NOT NULL, time INTEGER NOT NULL,
+        idx INTEGER NOT NULL, input TEXT NOT NULL, answer TEXT, detail TEXT
+    );
+    CREATE INDEX probes_run ON probes(run_id, step);
+    ALTER TABLE runs ADD COLUMN wall_time_s REAL;
+    ALTER TABLE runs ADD COLUMN train_time_s REAL;
+    ALTER TABLE runs ADD COLUMN peak_ram_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN peak_gpu_bytes INTEGER;
+    ALTER TABLE runs ADD COLUMN tokens_per_s REAL
+    """,
+    # 3: compressed variants of a run's model (`tuitune compress`): one row per variant per compress call
+    """
+    CREATE TABLE compressions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        batch INTEGER NOT NULL,
+        variant TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'building', 'measuring', 'done', 'failed', 'interrupted')),
+        reason TEXT, path TEXT, recover_steps INTEGER NOT NULL DEFAULT 0, pid INTEGER,
+        size_bytes INTEGER, latency_p50_ms REAL, latency_p95_ms REAL, throughput REAL, peak_rss INTEGER,
+        metrics TEXT, info TEXT,
+        time INTEGER NOT NULL
+    );
+    CREATE INDEX compressions_run ON compressions(run_id, batch);
+    """,
+    # 4: hyperparameter sweeps. A trial is a run that knows its sweep, trial number and sampled
     # parameters; a trial the pruner cut short ends as `pruned`. SQLite cannot alter a CHECK, so
     # `runs` is rebuilt (SQLite's 12-step recipe; `_migrate` turns foreign keys off around it).
     f"""
@@ -98,14 +142,17 @@ MIGRATIONS: list[str] = [
         trainable_params INTEGER, total_params INTEGER,
         error TEXT,
         stop_requested INTEGER NOT NULL DEFAULT 0,
+        wall_time_s REAL, train_time_s REAL, peak_ram_bytes INTEGER, peak_gpu_bytes INTEGER, tokens_per_s REAL,
         sweep TEXT, trial INTEGER, params TEXT
     );
     INSERT INTO runs_new (id, name, status, task, model, method, dataset, config, pid, host, created_at,
         started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
-        trainable_params, total_params, error, stop_requested)
+        trainable_params, total_params, error, stop_requested,
+        wall_time_s, train_time_s, peak_ram_bytes, peak_gpu_bytes, tokens_per_s)
     SELECT id, name, status, task, model, method, dataset, config, pid, host, created_at,
         started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
-        trainable_params, total_params, error, stop_requested FROM runs;
+        trainable_params, total_params, error, stop_requested,
+        wall_time_s, train_time_s, peak_ram_bytes, peak_gpu_bytes, tokens_per_s FROM runs;
     DROP TABLE runs;
     ALTER TABLE runs_new RENAME TO runs;
     CREATE INDEX runs_sweep ON runs(sweep, trial);
@@ -118,6 +165,13 @@ MIGRATIONS: list[str] = [
     );
     """,
 ]
+COMPRESSION_LIVE = ("pending", "building", "measuring")
+
+# Tables with a run's rows, besides `runs` itself (deleting or truncating a run goes through these).
+RUN_TABLES = ("metrics", "latest_metrics", "evaluations", "system", "events", "class_reports", "eval_errors", "probes",
+              "compressions")
+# Of those, the ones with a `step` column a resume truncates after its checkpoint.
+STEP_TABLES = ("metrics", "evaluations", "events", "system", "class_reports", "eval_errors", "probes")
 
 
 def pid_alive(pid: Optional[int]) -> bool:
@@ -367,7 +421,7 @@ class History:
             raise TuituneError(f"run {run_id} is {run.status}: stop it first (`tuitune stop {run_id}`)")
         with self.conn:
             self.conn.execute("BEGIN")
-            for table in ("metrics", "latest_metrics", "evaluations", "system", "events"):
+            for table in RUN_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             self.conn.execute("DELETE FROM runs WHERE id=?", (run_id,))
 
@@ -396,7 +450,7 @@ class History:
         so the resumed run's timeline has no duplicated steps."""
         with self.conn:
             self.conn.execute("BEGIN")
-            for table in ("metrics", "evaluations", "events", "system"):
+            for table in STEP_TABLES:
                 self.conn.execute(f"DELETE FROM {table} WHERE run_id=? AND step>?", (run_id, step))
             self.conn.execute("DELETE FROM latest_metrics WHERE run_id=?", (run_id,))
             self.conn.execute(
@@ -454,3 +508,123 @@ class History:
     def events(self, run_id: int, *, after_id: int = 0) -> list[dict[str, Any]]:
         return [dict(r) for r in self.conn.execute(
             "SELECT id, time, step, kind, message FROM events WHERE run_id=? AND id>? ORDER BY id", (run_id, after_id))]
+
+    # -- evaluation depth: per-class report, confusion matrix, errors, probes --------------------
+    def log_class_report(self, run_id: int, phase: str, step: int, labels: list[str],
+                         report: dict[str, dict[str, float]], matrix: list[list[int]]) -> None:
+        """A classification evaluation's per-class precision/recall/F1/support and its confusion
+        matrix (rows: true label, columns: predicted), in the order of `labels`."""
+        self._write("INSERT INTO class_reports (run_id, phase, step, time, labels, report, matrix) "
+                    "VALUES (?,?,?,?,?,?,?)",
+                    (run_id, phase, int(step), now_ms(), json.dumps(list(labels)), json.dumps(report),
+                     json.dumps(matrix)))
+
+    def class_report(self, run_id: int, phase: Optional[str] = None) -> list[tuple[str, int, dict[str, dict]]]:
+        """[(phase, step, {label: {"precision", "recall", "f1", "support"}})] in evaluation order."""
+        sql, params = "SELECT phase, step, labels, report FROM class_reports WHERE run_id=?", [run_id]
+        if phase:
+            sql += " AND phase=?"
+            params.append(phase)
+        out = []
+        for r in self.conn.execute(sql + " ORDER BY id", params):
+            report = json.loads(r["report"])
+            out.append((r["phase"], r["step"], {lab: report[lab] for lab in json.loads(r["labels"]) if lab in report}))
+        return out
+
+    def confusion(self, run_id: int, phase: str) -> Optional[dict[str, Any]]:
+        """{"labels": [...], "matrix": [[int]], "step": N} of the latest evaluation of `phase`
+        (rows: true label, columns: predicted); None when that phase has none."""
+        r = self.conn.execute("SELECT step, labels, matrix FROM class_reports WHERE run_id=? AND phase=? "
+                              "ORDER BY id DESC LIMIT 1", (run_id, phase)).fetchone()
+        if r is None:
+            return None
+        return {"labels": json.loads(r["labels"]), "matrix": json.loads(r["matrix"]), "step": r["step"]}
+
+    def confusions(self, run_id: int) -> list[dict[str, Any]]:
+        """Every stored confusion matrix of a run, in evaluation order, with its phase and step."""
+        return [{"phase": r["phase"], "step": r["step"], "labels": json.loads(r["labels"]),
+                 "matrix": json.loads(r["matrix"])}
+                for r in self.conn.execute("SELECT phase, step, labels, matrix FROM class_reports "
+                                           "WHERE run_id=? ORDER BY id", (run_id,))]
+
+    def log_errors(self, run_id: int, phase: str, step: int, errors: list[dict[str, Any]]) -> None:
+        """The misclassified evaluation rows: {row, text, true_label, pred_label, confidence}.
+        Replaces what `phase` stored before (one set per phase)."""
+        rows = [(run_id, phase, int(step), int(e["row"]), scrub(e.get("text")), str(e["true_label"]),
+                 str(e["pred_label"]), e.get("confidence")) for e in errors]
+        try:
+            with self.conn:
+                self.conn.execute("BEGIN")
+                self.conn.execute("DELETE FROM eval_errors WHERE run_id=? AND phase=?", (run_id, phase))
+                self.conn.executemany("INSERT INTO eval_errors (run_id, phase, step, row, text, true_label, "
+                                      "pred_label, confidence) VALUES (?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.OperationalError as err:
+            raise self._explain(err) from None
+
+    def errors(self, run_id: int, *, true_label: Optional[str] = None, pred_label: Optional[str] = None,
+               phase: str = "final") -> list[dict[str, Any]]:
+        """Misclassified rows of `phase` (most confident mistakes first), optionally one cell of the
+        confusion matrix (`true_label` and/or `pred_label`)."""
+        sql, params = ("SELECT phase, step, row, text, true_label, pred_label, confidence FROM eval_errors "
+                       "WHERE run_id=? AND phase=?"), [run_id, phase]
+        if true_label is not None:
+            sql += " AND true_label=?"
+            params.append(true_label)
+        if pred_label is not None:
+            sql += " AND pred_label=?"
+            params.append(pred_label)
+        return [dict(r) for r in self.conn.execute(sql + " ORDER BY confidence DESC, row", params)]
+
+    def log_probes(self, run_id: int, phase: str, step: int, answers: list[dict[str, Any]]) -> None:
+        """One evaluation's probe answers: [{input, answer, detail?}] in the configured order."""
+        t = now_ms()
+        rows = [(run_id, phase, int(step), t, i, scrub(a["input"]), scrub(a.get("answer")),
+                 json.dumps(a["detail"]) if a.get("detail") is not None else None) for i, a in enumerate(answers)]
+        self.conn.executemany("INSERT INTO probes (run_id, phase, step, time, idx, input, answer, detail) "
+                              "VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def probes(self, run_id: int) -> list[dict[str, Any]]:
+        """Every probe answer of a run, by evaluation then probe: {phase, step, idx, input, answer, detail}."""
+        out = []
+        for r in self.conn.execute("SELECT phase, step, idx, input, answer, detail FROM probes WHERE run_id=? "
+                                   "ORDER BY rowid", (run_id,)):
+            d = dict(r)
+            d["detail"] = json.loads(d["detail"]) if d["detail"] else None
+            out.append(d)
+        return out
+    # -- compressed variants -------------------------------------------------------------------
+    def start_compression(self, run_id: int, variants: list[str], recover_steps: int = 0) -> int:
+        """Pending rows for one compress call; returns its batch id."""
+        batch = now_ms()
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO compressions (run_id, batch, variant, status, recover_steps, pid, time) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                [(run_id, batch, v, int(recover_steps), os.getpid(), batch) for v in variants])
+        return batch
+
+    def update_compression(self, batch: int, variant: str, **fields: Any) -> None:
+        if "reason" in fields and isinstance(fields["reason"], str):
+            fields["reason"] = scrub(fields["reason"])
+        fields["time"] = now_ms()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._write(f"UPDATE compressions SET {cols} WHERE batch=? AND variant=?", (*fields.values(), batch, variant))
+
+    def compressions(self, run_id: int, *, latest: bool = True) -> list[dict[str, Any]]:
+        """The run's compressed variants (with `latest`, the newest row per variant), oldest first.
+        Rows left unfinished by a compress process that is gone read as 'interrupted'."""
+        rows = [dict(r) for r in self.conn.execute("SELECT * FROM compressions WHERE run_id=? ORDER BY id", (run_id,))]
+        for r in rows:
+            if r["status"] in COMPRESSION_LIVE and not pid_alive(r["pid"]):
+                r["status"] = "interrupted"
+                r["reason"] = r["reason"] or "the compress process ended before this variant finished"
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else {}
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        if latest:
+            by_variant: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                by_variant.pop(r["variant"], None)
+                by_variant[r["variant"]] = r
+            rows = list(by_variant.values())
+        return rows

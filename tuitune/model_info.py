@@ -31,22 +31,68 @@ class ModelInfo:
     hidden: Optional[int] = None
     layers: Optional[int] = None
     vocab: Optional[int] = None
+    heads: Optional[int] = None
     tasks: list[str] = field(default_factory=list)
     note: str = ""
 
-    def memory(self, batch: int = 16, length: int = 128) -> dict[str, Optional[int]]:
-        """Rough training memory (bytes): weights + grads + AdamW states + activations.
-
-        full: fp32 weights, grads and two Adam moments (16 B/param); LoRA: frozen weights (4 B/param)
-        plus ~1% trainable; QLoRA: 4-bit weights (~0.55 B/param). Activations ≈ batch·length·hidden·
-        layers·34 B (fp32, after Korthikanti et al.), the same for all three.
-        """
+    def memory(self, batch: int = 16, length: int = 128, task: str = "classification") -> dict[str, Optional[int]]:
+        """Estimated peak memory (bytes) of a training process on CPU for full fine-tuning, LoRA
+        and QLoRA: see `estimate` for what it counts."""
         if not self.params:
             return {"full": None, "lora": None, "qlora": None}
-        p = self.params
-        act = batch * length * (self.hidden or 768) * (self.layers or 12) * 34
-        return {"full": 16 * p + act, "lora": int(4 * p + 0.01 * p * 16) + act,
-                "qlora": int(0.55 * p + 0.01 * p * 16) + act}
+        return {m: self.estimate(m, batch, length, task=task, load_in="4bit" if m == "qlora" else "none")["total"]
+                for m in ("full", "lora", "qlora")}
+
+    def estimate(self, method: str, batch: int, length: int, *, task: str = "classification",
+                 load_in: str = "none") -> dict[str, int]:
+        """Peak resident memory of the engine process training this model on CPU (fp32), in bytes,
+        by part. Calibrated against measured peaks of the demo presets (bench/memory_estimate.py):
+
+        - runtime: Python with torch, transformers, datasets, peft and trl loaded, the tokenizer and
+          the data (a constant, RUNTIME_BYTES);
+        - weights: 4 B/param (fp32), a 4-bit base ~0.7 B/param;
+        - train state: gradients and AdamW's two moments of what trains, 12 B/param (full: all;
+          adapters and the selective methods: ~1 %);
+        - activations: what backward keeps per layer, ≈ batch·length·(ACT_PER_HIDDEN·hidden +
+          ACT_PER_HEAD·heads·length) bytes (the second term: attention scores), times layers (one
+          layer for last_layer, which backpropagates through none); `length` is data.max_length, so
+          data shorter than that (padding is to the longest row of a batch) needs less;
+        - logits: a language-model head's batch·length·vocab fp32 logits, LOGIT_COPIES copies
+          (logits, softmax, gradient); DPO doubles the batch (chosen and rejected).
+        Not counted: a GPU (this is host memory), other processes (DDP: each its own).
+        """
+        p = self.params or 0
+        spec = _task_spec(task)
+        h, L = self.hidden or 768, self.layers or 12
+        heads = self.heads or max(1, h // 64)
+        full = _method_trains_everything(method)
+        weights = int((0.7 if load_in == "4bit" else 1.0 if load_in == "8bit" else 4.0) * p)
+        state = 12 * p if full else int(12 * 0.01 * p)
+        seqs = batch * (2 if spec is not None and spec.pairs else 1)
+        # training only the head backpropagates through nothing: one layer's activations live at a time
+        act = seqs * length * (ACT_PER_HIDDEN * h + ACT_PER_HEAD * heads * length) * (1 if method == "last_layer" else L)
+        logits = seqs * length * (self.vocab or 0) * 4 * LOGIT_COPIES if spec is not None and spec.predicts != "labels" else 0
+        parts = {"runtime": RUNTIME_BYTES, "weights": weights, "train_state": state, "activations": act,
+                 "logits": logits}
+        parts["total"] = sum(parts.values())
+        return parts
+
+
+# Calibration of `ModelInfo.estimate` (bench/memory_estimate.py prints estimate vs measured peak).
+RUNTIME_BYTES = 650 * 2**20  # MiniLM last_layer (almost nothing else) peaked at 839 MiB
+ACT_PER_HIDDEN = 88  # bytes per hidden unit per token per layer (fp32: Korthikanti et al.'s 34 B at 16 bit,
+ACT_PER_HEAD = 16  # doubled, and per attention score per head), scaled ×1.3 to the measured MiniLM peaks
+LOGIT_COPIES = 3
+
+
+def _task_spec(task: str):
+    from tuitune.tasks import TASKS
+
+    return TASKS.get(task)
+
+
+def _method_trains_everything(method: str) -> bool:
+    return method in ("full", "freeze_layers")
 
 
 def safetensors_params(path: Path) -> Optional[int]:
@@ -102,6 +148,7 @@ def model_from_folder(name: str, folder: Path, source: str) -> ModelInfo:
     info.hidden = cfg.get("hidden_size") or cfg.get("n_embd") or cfg.get("dim")
     info.layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("n_layers")
     info.vocab = cfg.get("vocab_size")
+    info.heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("n_heads")
     files = sorted(folder.glob("*.safetensors"))
     if files:
         counts = [safetensors_params(f) for f in files]
@@ -161,7 +208,7 @@ def inspect_model(name: str) -> ModelInfo:
         if p.is_file():  # gguf demo (SmolLM2): converted by the engine on first use
             info = ModelInfo(name=name, path=str(p), source="demo", architecture="LlamaForCausalLM (gguf)",
                              model_type="llama", params=134_515_008, size_bytes=p.stat().st_size,
-                             hidden=576, layers=30, vocab=49152, tasks=tasks_for_model("llama", []),
+                             hidden=576, layers=30, vocab=49152, heads=9, tasks=tasks_for_model("llama", []),
                              note="a GGUF file: the engine converts it to a model folder on first use")
             return info
         return model_from_folder(name, p, "demo")

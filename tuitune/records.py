@@ -58,6 +58,14 @@ class RunRecord(_Keyed):
     total_params: Optional[int] = None
     error: Optional[str] = None
     stop_requested: int = 0
+    # what the run cost (filled when it ends): seconds from start to end and in `train()`, the
+    # engine process's peak resident memory, the peak GPU memory torch allocated (None without
+    # CUDA), and training tokens (non-padding) per second
+    wall_time_s: Optional[float] = None
+    train_time_s: Optional[float] = None
+    peak_ram_bytes: Optional[int] = None
+    peak_gpu_bytes: Optional[int] = None
+    tokens_per_s: Optional[float] = None
     # a sweep's trial: the sweep's name, the trial number and the sampled parameters
     sweep: Optional[str] = None
     trial: Optional[int] = None

@@ -46,6 +46,13 @@ class RunStore:
     def evaluations(self, run_id: int) -> list[EvalRecord]:
         return self.h.evaluations(run_id)
 
+    def evaluation_depth(self, run_id: int) -> dict[str, Any]:
+        """Per-class reports and confusion matrices of every evaluation, the final evaluation's
+        misclassified rows, and every probe answer (the Evaluation screen's one read)."""
+        h = self.h
+        return {"reports": h.class_report(run_id), "confusions": h.confusions(run_id),
+                "errors": h.errors(run_id), "probes": h.probes(run_id)}
+
     def system(self, run_id: int, after_time: int = 0) -> list[dict[str, Any]]:
         return self.h.system(run_id, after_time=after_time)
 
@@ -83,3 +90,14 @@ class RunStore:
 
         cfg = validate_config(config)
         return launcher.start_run(self.h, cfg)
+
+    def compressions(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's compressed variants, newest row per variant."""
+        return self.h.compressions(run_id)
+
+    def compress(self, run_id: int, variants: list[str], recover_steps: int, on_progress=None) -> dict[str, Any]:
+        """Build and measure variants in a `python -m tuitune.engine compress` process (blocks: call
+        from a worker); `on_progress(str)` gets each progress line."""
+        from tuitune import compress_cli
+
+        return compress_cli.run_engine(compress_cli.engine_argv(run_id, variants, recover_steps), on_progress)

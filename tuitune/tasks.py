@@ -29,18 +29,23 @@ class MethodSpec:
     needs_4bit: bool = False  # trains on a 4-bit base only (QLoRA)
     trains_quantized: bool = True  # can train a bitsandbytes-quantized base (adapters can; weights cannot)
     prompt_learning: bool = False  # soft prompts / prefixes in front of the input
+    fields: tuple[str, ...] = ()  # the `method.*` settings this method reads (the wizard shows these only)
 
+
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save", "use_rslora", "use_dora")
+_PROMPT_FIELDS = ("num_virtual_tokens",)
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("full", "selective", trains_quantized=False),
     MethodSpec("last_layer", "selective", trains_quantized=False),
-    MethodSpec("freeze_layers", "selective", trains_quantized=False),
+    MethodSpec("freeze_layers", "selective", trains_quantized=False, fields=("freeze_layers",)),
     MethodSpec("bitfit", "selective", trains_quantized=False),
-    MethodSpec("prompt_tuning", "additive", prompt_learning=True),
-    MethodSpec("prefix_tuning", "additive", prompt_learning=True),
-    MethodSpec("ia3", "additive"),
-    MethodSpec("lora", "reparameterisation"),
-    MethodSpec("qlora", "reparameterisation", needs_4bit=True),
+    MethodSpec("prompt_tuning", "additive", prompt_learning=True,
+               fields=_PROMPT_FIELDS + ("prompt_tuning_init", "prompt_tuning_init_text")),
+    MethodSpec("prefix_tuning", "additive", prompt_learning=True, fields=_PROMPT_FIELDS),
+    MethodSpec("ia3", "additive", fields=("target_modules", "modules_to_save")),
+    MethodSpec("lora", "reparameterisation", fields=_LORA_FIELDS),
+    MethodSpec("qlora", "reparameterisation", needs_4bit=True, fields=_LORA_FIELDS),
 )}
 
 
@@ -57,6 +62,9 @@ class TaskSpec:
     peft_task_type: str | None = None  # peft's TaskType for LoRA / IA3 (None: no task type, plain model)
     prompt_task_type: str | None = None  # peft's TaskType for prompt/prefix tuning
     unsupported_methods: frozenset[str] = field(default_factory=frozenset)
+    default_probes: tuple[str, ...] = ()  # inputs answered at every evaluation unless evaluation.probes says
+    class_report: bool = False  # evaluations store per-class precision/recall/F1, the confusion matrix, errors
+    pairs: bool = False  # each example is two sequences (DPO: chosen and rejected)
 
     @property
     def main_metric(self) -> str:
@@ -74,19 +82,27 @@ class TaskSpec:
         return TRAINER_PROXY.get(metric, metric)
 
 
+# Masked-LM probes hold the mask token as [MASK] (BERT) or <mask> (RoBERTa): either is accepted and
+# replaced by the model's own spelling.
+MASK_SPELLINGS = ("[MASK]", "<mask>")
+_MLM_PROBES = ("This is a [MASK] movie!", "The capital of France is [MASK].", "I [MASK] this film.",
+               "The weather today is [MASK].")
+_CHAT_PROBES = ("What is the capital of France?", "Give me one tip for sleeping better.",
+                "Write a short greeting for a friend.")
 _CAUSAL = dict(predicts="generation", head_modules=("lm_head",), families=("decoder",), is_causal=True,
-               peft_task_type="CAUSAL_LM", prompt_task_type="CAUSAL_LM")
+               peft_task_type="CAUSAL_LM", prompt_task_type="CAUSAL_LM", default_probes=_CHAT_PROBES)
 
 TASKS: dict[str, TaskSpec] = {t.name: t for t in (
     TaskSpec("classification", {"accuracy": MAXIMIZE, "f1": MAXIMIZE, "loss": MINIMIZE}, predicts="labels",
              head_modules=("classifier", "pooler", "score", "pre_classifier"), families=("encoder", "decoder"),
-             has_labels=True, new_head=True, peft_task_type="SEQ_CLS", prompt_task_type="SEQ_CLS"),
+             has_labels=True, new_head=True, peft_task_type="SEQ_CLS", prompt_task_type="SEQ_CLS", class_report=True),
     # peft has no masked-LM task type: None works for LoRA / IA3; prompt learning forwards labels as FEATURE_EXTRACTION
-    TaskSpec("mlm", {"perplexity": MINIMIZE, "loss": MINIMIZE}, predicts="fill-mask",
+    TaskSpec("mlm", {"perplexity": MINIMIZE, "loss": MINIMIZE, "top1_accuracy": MAXIMIZE, "top5_accuracy": MAXIMIZE},
+             predicts="fill-mask",
              head_modules=("cls", "lm_head", "vocab_projector", "vocab_transform", "vocab_layer_norm"),
-             families=("encoder",), prompt_task_type="FEATURE_EXTRACTION"),
+             families=("encoder",), prompt_task_type="FEATURE_EXTRACTION", default_probes=_MLM_PROBES),
     TaskSpec("sft", {"loss": MINIMIZE, "perplexity": MINIMIZE, "mean_token_accuracy": MAXIMIZE}, **_CAUSAL),
-    TaskSpec("dpo", {"loss": MINIMIZE, "rewards/accuracies": MAXIMIZE, "rewards/margins": MAXIMIZE}, **_CAUSAL,
+    TaskSpec("dpo", {"loss": MINIMIZE, "rewards/accuracies": MAXIMIZE, "rewards/margins": MAXIMIZE}, **_CAUSAL, pairs=True,
              unsupported_methods=frozenset({"prompt_tuning", "prefix_tuning"})),
 )}
 
