@@ -33,6 +33,7 @@ test: install
 bench: install
 	$(PY) bench/trainer_overhead.py
 	$(PY) bench/ui_startup.py
+	$(PY) bench/predict_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -1,5 +1,6 @@
 """`python -m tuitune.engine run RUN_ID [--resume]` · `python -m tuitune.engine predict RUN_ID TEXT` ·
-`python -m tuitune.engine serve RUN_ID` (JSON lines on stdin/stdout) · `python -m tuitune.engine merge RUN_ID`."""
+`python -m tuitune.engine serve RUN_ID` (JSON lines on stdin/stdout) · `python -m tuitune.engine merge RUN_ID` ·
+`python -m tuitune.engine compress RUN_ID [--variant V …]` · `python -m tuitune.engine export-model RUN_ID --out DIR`."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
     pr = sub.add_parser("predict")
     pr.add_argument("run_id")
     pr.add_argument("text")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("--top-k", type=int, help="fill-mask: tokens ranked (5); generation: top-k sampling (50)")
     pr.add_argument("--base", action="store_true", help="the base model, before fine-tuning")
     add_generation_flags(pr)  # causal LMs (sft/dpo runs)
     s = sub.add_parser("serve")
@@ -30,6 +31,20 @@ def main(argv=None) -> int:
     m = sub.add_parser("merge")
     m.add_argument("run_id", type=int)
     m.add_argument("--out")
+    c = sub.add_parser("compress")  # JSON lines: {"progress": ...} while it works, then {"rows": [...]}
+    c.add_argument("run_id", type=int)
+    c.add_argument("--variant", action="append", default=[])
+    c.add_argument("--recover-steps", type=int, default=0)
+    c.add_argument("--in-process", action="store_true", help="measure in this process (no peak RSS isolation)")
+    cm = sub.add_parser("compress-measure")
+    cm.add_argument("path")
+    cm.add_argument("inputs")
+    e = sub.add_parser("export-model")
+    e.add_argument("run_id", type=int)
+    e.add_argument("--out", required=True)
+    e.add_argument("--merge", action="store_true")
+    e.add_argument("--format", choices=["safetensors", "gguf"], default="safetensors")
+    e.add_argument("--push-to-hub")
     args = p.parse_args(argv)
 
     from tuitune.errors import TuituneError
@@ -47,6 +62,22 @@ def main(argv=None) -> int:
             return 0
         if args.cmd == "serve":
             return predict.serve(args.run_id)
+        if args.cmd in ("compress", "compress-measure"):
+            from tuitune.engine import compress
+
+            if args.cmd == "compress-measure":
+                return compress.measure_main(args.path, args.inputs)
+            rows = compress.compress(args.run_id, args.variant or None, recover_steps=args.recover_steps,
+                                     isolate=not args.in_process,
+                                     progress=lambda msg: print(json.dumps({"progress": msg}), flush=True))
+            print(json.dumps({"rows": rows}))
+            return 0
+        if args.cmd == "export-model":
+            from tuitune.engine import export_model
+
+            print(json.dumps(export_model.export(args.run_id, args.out, merge=args.merge, fmt=args.format,
+                                                 push_to_hub=args.push_to_hub)))
+            return 0
         if args.cmd == "merge":
             print(json.dumps({"path": str(predict.merge(args.run_id, args.out))}))
             return 0

@@ -86,17 +86,20 @@ class Predictor:
                                                              if task.label_names else {}))
         return cls(model, tokenizer, meta)
 
-    def predict(self, text: str, top_k: int = 5, on_token=None, **generation: Any) -> dict[str, Any]:
+    def predict(self, text: str, top_k: Optional[int] = None, on_token=None, **generation: Any) -> dict[str, Any]:
+        """`top_k`: how many tokens fill-mask ranks (default 5); for generation, top-k sampling (default 50)."""
         if not isinstance(text, str) or not text.strip():
             raise TuituneError("text is empty: type a sentence")
-        if top_k <= 0:
+        if top_k is not None and top_k <= 0:
             raise TuituneError("--top-k must be > 0")
         if self.spec.predicts == "fill-mask":
-            return self.fill_mask(text, top_k)
+            return self.fill_mask(text, top_k or 5)
         if self.spec.predicts == "labels":
             return self.classify(text)
         if self.spec.predicts == "generation":
-            return self.generate(text, top_k=top_k, on_token=on_token, **generation)
+            if top_k is not None:
+                generation["top_k"] = top_k
+            return self.generate(text, on_token=on_token, **generation)
         raise TuituneError(f"predict for task {self.task} is not available")
 
     @property
@@ -105,10 +108,13 @@ class Predictor:
 
     def generate(self, text: str, *, max_new_tokens: int = 128, temperature: float = 0.7, top_p: float = 0.9,
                  top_k: int = 50, do_sample: bool = True, repetition_penalty: float = 1.1,
-                 seed: Optional[int] = None, system: Optional[str] = None, on_token=None) -> dict[str, Any]:
+                 seed: Optional[int] = None, system: Optional[str] = None, on_token=None,
+                 history: Optional[list[dict[str, str]]] = None) -> dict[str, Any]:
         """Answer `text` as a user turn (through the chat template when the model has one).
 
-        `on_token(str)` receives each new piece of text as it is generated (for streaming)."""
+        `history` holds the earlier turns of the conversation ({"role": "user"|"assistant",
+        "content": ...}), for multi-turn chat. `on_token(str)` receives each new piece of text as
+        it is generated (for streaming)."""
         import torch
 
         if max_new_tokens <= 0:
@@ -118,12 +124,15 @@ class Predictor:
         if not 0 < top_p <= 1:
             raise TuituneError("top_p must be in (0, 1]")
         tok = self.tokenizer
+        turns = [{"role": str(t["role"]), "content": str(t["content"])} for t in (history or [])
+                 if isinstance(t, dict) and t.get("role") in ("user", "assistant") and "content" in t]
         if getattr(tok, "chat_template", None):
-            messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": text}]
+            messages = ([{"role": "system", "content": system}] if system else []) + turns + \
+                [{"role": "user", "content": text}]
             prompt = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
             enc = tok(prompt, return_tensors="pt", add_special_tokens=False)
-        else:
-            enc = tok(text, return_tensors="pt")
+        else:  # no template: the turns as plain text, one per line
+            enc = tok("\n".join([t["content"] for t in turns] + [text]), return_tensors="pt")
         enc = enc.to(self._device())
         if seed is not None:
             torch.manual_seed(int(seed))
@@ -191,14 +200,19 @@ class Predictor:
         tok = self.tokenizer
         masked = text.replace("[MASK]", tok.mask_token).replace("<mask>", tok.mask_token)
         if tok.mask_token not in masked:
-            raise TuituneError(f"text has no [MASK]: write e.g. \"This is a [MASK] movie!\"")
+            m = tok.mask_token  # name the model's own mask token (either spelling is accepted)
+            also = "" if m == "[MASK]" else " ([MASK] works too)"
+            raise TuituneError(f"text has no {m}: write e.g. \"This is a {m} movie!\"{also}")
         enc = tok(masked, return_tensors="pt", truncation=True).to(self._device())
         positions = (enc["input_ids"][0] == tok.mask_token_id).nonzero().flatten().tolist()
-        with torch.no_grad():
-            logits = self.model(**enc).logits[0]
+        if not positions:
+            raise TuituneError("the [MASK] was cut off by truncation: put it earlier or shorten the text")
+        keep = [pos + self.n_virtual for pos in positions]
+        with torch.inference_mode():
+            logits = self.model(**enc).logits[0, keep]
         masks = []
-        for pos in positions:
-            probs = logits[pos + self.n_virtual].float().softmax(-1)
+        for row in logits:
+            probs = row.float().softmax(-1)
             scores, ids = probs.topk(min(top_k, probs.numel()))
             masks.append([
                 {"token": int(i), "token_str": tok.decode([int(i)]).strip(), "score": float(s)}
@@ -218,7 +232,7 @@ class Predictor:
         else:
             enc = self.tokenizer(text, return_tensors="pt", truncation=True)
         enc = enc.to(self._device())
-        with torch.no_grad():
+        with torch.inference_mode():
             probs = self.model(**enc).logits[0].float().softmax(-1).tolist()
         names = self.meta.get("label_names") or [str(i) for i in range(len(probs))]
         ranked = sorted(({"label": names[i] if i < len(names) else str(i), "score": p}
@@ -230,14 +244,16 @@ def serve(run_id) -> int:
     """Answer one JSON request per stdin line: {"text": ..., "top_k": 5, "base": false}.
 
     Causal-LM runs also take max_new_tokens, temperature, top_p, do_sample, repetition_penalty, seed,
-    system; with "stream": true each new piece of text comes first as {"id", "base", "token"} lines,
-    then the full answer as the usual final line (with "done": true)."""
+    system and history (the earlier turns, for multi-turn chat); with "stream": true each new piece
+    of text comes first as {"id", "base", "token"} lines, then the full answer as the usual final
+    line (with "done": true). Every answer line carries the request's "id"."""
     loaded: dict[bool, Predictor] = {}
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         line = line.strip()
         if not line:
             continue
+        req: Any = None
         try:
             req = json.loads(line)
             base = bool(req.get("base"))
@@ -252,15 +268,18 @@ def serve(run_id) -> int:
                     print(json.dumps({"id": rid, "base": base, "token": piece}), flush=True)
 
             gen = {k: req[k] for k in GENERATION_KEYS if k in req and pred.generates}
-            answer = pred.predict(req.get("text", ""), int(req.get("top_k", 50 if pred.generates else 5)),
-                                  on_token=on_token, **gen)
+            if pred.generates and isinstance(req.get("history"), list):
+                gen["history"] = req["history"]
+            top_k = req.get("top_k")
+            answer = pred.predict(req.get("text", ""), None if top_k is None else int(top_k), on_token=on_token, **gen)
             answer["done"] = True
             answer["id"] = req.get("id")
             answer["base"] = base
         except TuituneError as err:
             answer = {"error": str(err), "id": req.get("id") if isinstance(req, dict) else None}
         except Exception as err:  # noqa: BLE001
-            answer = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+            answer = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}",
+                      "id": req.get("id") if isinstance(req, dict) else None}
         print(json.dumps(answer), flush=True)
     return 0
 

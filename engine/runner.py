@@ -74,6 +74,9 @@ class Run:
                    "process with your permissions; turn it off unless you trust that repository")
             print(f"tuitune: warning: {msg}", file=sys.stderr, flush=True)
             self.h.log_event(self.run_id, "warning", msg)
+        from tuitune.engine import tracking
+
+        tracking.prepare(cfg, self.run_dir, self.run_id)
         self.task = task = get_task(cfg)
         self.model_path = models.resolve(cfg.model.name_or_path)
         self.tokenizer = models.load_tokenizer(cfg, self.model_path)
@@ -101,6 +104,10 @@ class Run:
         spec = faults.configured()
         if spec:
             self.trainer.add_callback(faults.FaultInjector(spec))
+        from tuitune.engine import watchdog
+
+        self.watchdog = watchdog.install(self.trainer, cfg)
+        tracking.name_run(self.trainer, cfg, self.run_id)
         return self.trainer
 
     def _mark(self, kind: str, message: str) -> None:
@@ -253,8 +260,11 @@ class Run:
             try:
                 self.build()
                 resume_from = self._last_checkpoint() if self.resume else None
-                if self.resume and resume_from is None:
-                    raise TuituneError(f"run {self.run_id} has no checkpoint to resume from")
+                if self.resume and resume_from is None and self.main:
+                    # killed before its first checkpoint: train again from step 0 in this run (its
+                    # events stay; its steps and evaluations, the baseline too, are written anew)
+                    h.truncate_after(self.run_id, -1)
+                    h.update_run(self.run_id, step=0)
                 if resume_from and self.main:
                     step = int(resume_from.rsplit("-", 1)[-1])
                     h.truncate_after(self.run_id, step)
@@ -288,6 +298,11 @@ class Run:
                 self.resume = False
                 self._free()
 
+        dog = getattr(self, "watchdog", None)
+        if dog is not None and dog.reason:
+            if self.main:
+                h.log_event(self.run_id, "diverged", dog.reason, step=dog.step)
+            raise TuituneError(diverged_message(dog.reason, self._last_checkpoint(), self.run_id))
         if self.stop:
             if self.main:
                 self._record_resources()  # before the status: whoever waits for the end reads them
@@ -352,6 +367,16 @@ def oom_message(cfg: RunConfig) -> str:
     t = cfg.training
     return (f"out of memory: lower training.per_device_train_batch_size (now {t.per_device_train_batch_size}) "
             f"or data.max_length (now {cfg.data.max_length}), use LoRA/QLoRA, or set training.auto_retry_oom=true")
+
+
+def diverged_message(reason: str, checkpoint: Optional[str], run_id: int) -> str:
+    if checkpoint:
+        kept = (f"{Path(checkpoint).name}, from before it, is kept (`tuitune resume {run_id}` continues from it "
+                "with the same settings)")
+    else:
+        kept = "no checkpoint was saved before it"
+    return (f"stopped by the watchdog: {reason}; {kept}; lower training.learning_rate "
+            "(or loosen the watchdog section) and run again")
 
 
 def describe_exception(err: Exception, cfg: RunConfig) -> str:

@@ -59,7 +59,8 @@ def training_arguments(cfg: RunConfig, output_dir: Path, *, args_class=None, **e
         save_steps=t.save_steps or t.eval_steps or 500, save_total_limit=t.save_total_limit,
         load_best_model_at_end=t.early_stopping_patience is not None,
         metric_for_best_model=best_metric, greater_is_better=cfg.greater_is_better,
-        report_to="none", disable_tqdm=True, use_cpu=t.use_cpu,
+        report_to=list(t.report_to) or "none", disable_tqdm=True, use_cpu=t.use_cpu,
+        logging_nan_inf_filter=False,  # a NaN loss must reach the history and the watchdog, not be averaged away
         dataloader_num_workers=t.dataloader_num_workers,
         dataloader_pin_memory=_cuda(cfg),
         **mixed_precision(cfg),

@@ -44,6 +44,13 @@ class PredictRun(Message):
 
 
 @dataclass
+class CompressRun(Message):
+    """Quantize, prune and cluster a completed run's model; the table of variants."""
+
+    run_id: int
+
+
+@dataclass
 class CompareRuns(Message):
     """Overlay two or more runs."""
 

@@ -9,13 +9,14 @@ tick, never queued. The chart is downsampled to `MAX_POINTS`. Arrow keys scrub t
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from typing import Any, Optional
 
 from rich.markup import escape
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Footer, Header, ProgressBar, Static
 from textual_plotext import PlotextPlot
 
@@ -141,6 +142,8 @@ class MonitorScreen(BaseScreen):
         Binding("end", "follow", "Latest"),
         Binding("i", "predict", "Predict"),
         Binding("v", "evaluation", "Eval detail"),
+        Binding("l", "raw_log", "Raw log"),
+        Binding("c", "compress", "Compress"),
     ]
 
     def __init__(self, run_id: int):
@@ -151,7 +154,10 @@ class MonitorScreen(BaseScreen):
         self.cursor: Optional[int] = None  # index into steps; None follows the latest
         self._busy = False
         self._done = False
-        self.log_lines: list[str] = []
+        self.log_lines: list[str] = []  # the raw engine.log tail (on the `l` key)
+        self.events: list[dict[str, Any]] = []
+        self.recent_rows: deque[dict[str, Any]] = deque(maxlen=400)  # metric rows for the tidy log
+        self.raw_log = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -183,6 +189,7 @@ class MonitorScreen(BaseScreen):
         try:
             run = store.run(self.run_id)
             data = {
+                "events": store.events(self.run_id, self.events[-1]["id"] if self.events else 0),
                 "run": run,
                 "metrics": store.metrics(self.run_id, after_rowid),
                 "evals": store.evaluations(self.run_id),
@@ -196,14 +203,22 @@ class MonitorScreen(BaseScreen):
 
     def _apply(self, data: dict[str, Any]) -> None:
         try:
+            before = self.run.status if self.run else None
+            was_live = self.run is not None and self.run.live
             self.run = data["run"]
             self.tl.add_metrics(data["metrics"])
             self.tl.evals = data["evals"]
             self.tl.system.extend(data["system"])
             self.log_lines = data["log"]
+            self.events.extend(data["events"])
+            self.recent_rows.extend(data["metrics"])
+            if self.run.status != before:
+                self.refresh_bindings()  # "s Stop run" only while it is live, "i Predict" once completed
             if not self.run.live:
                 self._done = True  # everything is read: a replay from here on
                 self._timer.stop()
+                if was_live:  # it ended while watched (opening a finished run is no news)
+                    self.tuitune.run_ended(self.run)
             self._draw()
         finally:
             self._busy = False
@@ -259,7 +274,26 @@ class MonitorScreen(BaseScreen):
             e_lines.append(f"{ev.phase} @{ev.step} " + self._eval_text(ev.metrics))
         self.query_one("#mon-eval", Static).update("\n".join(e_lines) or "eval: none yet")
         self.query_one("#mon-system", Static).update("\n".join(system_lines(tl.system_at(step))))
-        self.query_one("#mon-log", Static).update("\n".join(ln[-200:] for ln in self.log_lines[-4:]) or "(log empty)")
+        self.query_one("#mon-log", Static).update(self._log_text())
+
+    def _log_text(self) -> str:
+        """Tidy: events and formatted per-step metrics from the history; raw: engine.log's tail."""
+        if self.raw_log:
+            return "\n".join(["engine.log (l: back to the tidy log)"] + [ln[-200:] for ln in self.log_lines[-3:]])
+        from tuitune.tidylog import tidy
+
+        return "\n".join(tidy(self.events, self.recent_rows, 4)) or "(nothing logged yet)"
+
+    def action_raw_log(self) -> None:
+        self.raw_log = not self.raw_log
+        self._draw()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop":  # a replay has nothing to stop: no "s Stop run" in its footer
+            return self.run is not None and self.run.live
+        if action == "predict":
+            return self.run is not None and self.run.status == "completed"
+        return True
 
     def _v(self, key: str, step: Optional[int], f: str) -> str:
         v = self.tl.at(key, step)
@@ -322,40 +356,36 @@ class MonitorScreen(BaseScreen):
             return
         self.post_message(messages.PredictRun(self.run_id))
 
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict):
-            out.update(flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
-def config_diff(configs: list[dict[str, Any]]) -> list[tuple[str, list[Any]]]:
-    flat = [flatten(c) for c in configs]
-    keys = sorted(set().union(*flat))
-    return [(k, [f.get(k) for f in flat]) for k in keys if len({repr(f.get(k)) for f in flat}) > 1]
+    def action_compress(self) -> None:
+        if self._status() != "completed":
+            self.tuitune.show_error(f"run {self.run_id} is {self._status()}: compress needs a completed run")
+            return
+        self.post_message(messages.CompressRun(self.run_id))
 
 
 class CompareScreen(BaseScreen):
-    """Two or more runs: loss curves overlaid, and the config fields where they differ."""
+    """Two or more runs: the trade-off table (`tuitune.compare`, the same as `tuitune compare`), the
+    curves overlaid with the x-axis as step, epoch or wall time, and the config differences."""
 
-    BINDINGS = [Binding("escape,q", "leave", "Back"), Binding("e", "toggle_eval", "Train/eval loss")]
+    BINDINGS = [Binding("escape,q", "leave", "Back"), Binding("x", "x_axis", "x: step/epoch/time"),
+                Binding("e", "toggle_eval", "Train/eval loss")]
 
     def __init__(self, run_ids: list[int]):
         super().__init__()
         self.run_ids = run_ids
-        self.data: list[tuple[RunRecord, RunTimeline]] = []
+        self.data: Optional[dict[str, Any]] = None  # tuitune.compare.compare()
+        self.metrics: dict[int, list[dict[str, Any]]] = {}
+        self.starts: dict[int, Optional[int]] = {}
         self.key = "train/loss"
+        self.x = "step"
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}", id="cmp-title")
-        yield PlotextPlot(id="cmp-chart")
-        yield Static("", id="cmp-diff", markup=False)
+        with VerticalScroll(id="cmp-body"):
+            yield Static(f"comparing runs {', '.join(map(str, self.run_ids))}: loading…", id="cmp-table",
+                         markup=False)
+            yield PlotextPlot(id="cmp-chart")
+            yield Static("", id="cmp-diff", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -363,30 +393,47 @@ class CompareScreen(BaseScreen):
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="load")
     def _load(self) -> None:
-        store = self.tuitune.store
-        out = []
-        for rid in self.run_ids:
-            tl = RunTimeline()
-            tl.add_metrics(store.metrics(rid))
-            out.append((store.run(rid), tl))
-        self.app.call_from_thread(self._show, out)
+        from tuitune.compare import compare
 
-    def _show(self, data) -> None:
-        self.data = data
+        store = self.tuitune.store
+        data = compare(store.h, self.run_ids)
+        metrics = {rid: store.metrics(rid) for rid in self.run_ids}
+        starts = {rid: store.run(rid).started_at for rid in self.run_ids}
+        self.app.call_from_thread(self._show, data, metrics, starts)
+
+    def _show(self, data, metrics, starts) -> None:
+        self.data, self.metrics, self.starts = data, metrics, starts
         self._draw()
 
     def _draw(self) -> None:
+        from tuitune.compare import curve, format_table, table_rows
+
+        if self.data is None:
+            return
+        width = max(40, self.size.width - 2)
+        self.query_one("#cmp-table", Static).update(format_table(table_rows(self.data), width=width))
         lines = []
-        for run, tl in self.data:
-            xs, ys = tl.series.get(self.key, ([], []))
-            lines.append((f"{run.id} {run.method}", list(xs), list(ys)))
-        draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=self.key)
-        diff = config_diff([run.config for run, _ in self.data])
-        head = "config differences:" if diff else "configs are identical"
-        rows = [f"  {k:34s} " + "  |  ".join(short(str(v), 18) for v in vals) for k, vals in diff[:12]]
-        if len(diff) > 12:
-            rows.append(f"  … {len(diff) - 12} more")
-        self.query_one("#cmp-diff", Static).update("\n".join([head] + rows))
+        for r in self.data["runs"]:
+            xs, ys = curve(self.metrics.get(r["id"], []), self.key, self.x, start_ms=self.starts.get(r["id"]))
+            lines.append((f"{r['id']} {r['method']}", xs, ys))
+        x_name = {"step": "step", "epoch": "epoch", "time": "seconds"}[self.x]
+        draw_loss(self.query_one("#cmp-chart", PlotextPlot), lines, title=f"{self.key} by {x_name} (x: change)")
+        diff = self.data["config_diff"]
+        if not diff:
+            self.query_one("#cmp-diff", Static).update("configs are identical")
+            return
+        rows = [["config differences"] + [f"run {r['id']}" for r in self.data["runs"]]]
+        rows += [[d["key"]] + [str(v) for v in d["values"]] for d in diff]
+        self.query_one("#cmp-diff", Static).update(format_table(rows, width=width, label_max=width // 2))
+
+    def on_resize(self) -> None:
+        self._draw()
+
+    def action_x_axis(self) -> None:
+        from tuitune.compare import X_AXES
+
+        self.x = X_AXES[(X_AXES.index(self.x) + 1) % len(X_AXES)]
+        self._draw()
 
     def action_toggle_eval(self) -> None:
         self.key = "eval/loss" if self.key == "train/loss" else "train/loss"

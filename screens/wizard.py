@@ -186,6 +186,18 @@ class ModelScreen(BaseScreen):
 
 # -- Dataset --------------------------------------------------------------------------------------
 
+def token_advice(ts: dict[str, Any]) -> list[str]:
+    """What max_length does to these rows, in lines that fit the stats panel at 80 columns."""
+    ml, cut = ts["max_length"], ts["truncated_share"]
+    if not cut:
+        return [f"  max_length {ml}: none truncated"]
+    pct = lambda x: "<1%" if 0 < x < 0.01 else f"{100 * x:.0f}%"  # noqa: E731
+    out = [f"  max_length {ml} truncates {pct(cut)}", f"  of rows ({pct(ts['tokens_lost'])} of tokens lost)"]
+    if ts["p95"] > ml:
+        out.append(f"  max_length {-(-ts['p95'] // 8) * 8} keeps p95 whole")
+    return out
+
+
 class DatasetScreen(BaseScreen):
     """Step 2: which data, which columns; preview, label counts, splits, token lengths."""
 
@@ -307,10 +319,10 @@ class DatasetScreen(BaseScreen):
                 lines.append(f"  … {len(info.label_counts) - 8} more")
         ts = info.token_stats
         if ts:
-            lines.append(f"tokens ({ts['how']}, {ts['n']:,} rows):")
+            first = f"tokens ({ts['how']}, {ts['n']:,} rows):"
+            lines += [first] if len(first) <= 32 else [f"tokens ({ts['n']:,} rows,", f"  {ts['how']}):"]
             lines.append(f"  mean {ts['mean']:.0f}  p50 {ts['p50']}  p95 {ts['p95']}  max {ts['max']}")
-            lines.append(f"  max_length {ts['max_length']}: {100 * ts['truncated_share']:.0f}% of rows cut,")
-            lines.append(f"  {100 * ts['tokens_lost']:.0f}% of tokens lost")
+            lines += token_advice(ts)
         stats.update("\n".join(lines))
 
     def action_next(self) -> None:
@@ -345,6 +357,8 @@ FIELDS: list[tuple[str, str, Any]] = [
     ("method.lora_alpha", "lora_alpha", "int"),
     ("method.lora_dropout", "lora_dropout", "float"),
     ("method.target_modules", "target_modules", "list"),
+    ("method.freeze_layers", "freeze_layers", "int"),
+    ("method.num_virtual_tokens", "virtual tokens", "int"),
     ("quantization.load_in", "quantization", ("none", "8bit", "4bit")),
     ("data.max_length", "max_length", "int"),
     ("training.num_train_epochs", "epochs", "float"),
@@ -355,6 +369,21 @@ FIELDS: list[tuple[str, str, Any]] = [
     ("training.logging_steps", "logging_steps", "int"),
     ("training.eval_steps", "eval_steps", "int"),
 ]
+
+
+def applies(key: str, method: Optional[str]) -> bool:
+    """Whether a form field belongs to the chosen method: its own `method.*` settings (the task
+    registry lists them), quantization where it can train a quantized base, and the rest always."""
+    from tuitune.tasks import METHODS as SPECS
+
+    spec = SPECS.get(method or "full")
+    if spec is None:
+        return True
+    if key.startswith("method.") and key != "method.name":
+        return key.split(".", 1)[1] in spec.fields
+    if key == "quantization.load_in":
+        return spec.trains_quantized
+    return True
 
 
 def _get(d: dict, key: str) -> Any:
@@ -438,7 +467,7 @@ class MethodScreen(BaseScreen):
                 if value is None:
                     value = _get(defaults, key)
                 fid = "f-" + key.replace(".", "-")
-                with Horizontal(classes="field"):
+                with Horizontal(classes="field", id="row-" + fid):
                     yield Label(label, classes="field-label")
                     if isinstance(kind, tuple):
                         yield Select([(c, c) for c in kind], value=value if value in kind else kind[0],
@@ -454,8 +483,14 @@ class MethodScreen(BaseScreen):
 
     def _read_form(self) -> dict:
         d = copy.deepcopy(draft_of(self.tuitune))
+        method = self.query_one("#f-method-name", Select).value
         for key, _label, kind in FIELDS:
             w = self.query_one("#f-" + key.replace(".", "-"))
+            shown = applies(key, method if isinstance(method, str) else None)
+            self.query_one("#row-f-" + key.replace(".", "-")).display = shown
+            if not shown:  # another method's field: not part of this config
+                _set(d, key, None)
+                continue
             if isinstance(w, Select):
                 v = w.value if isinstance(w.value, str) else None
             else:

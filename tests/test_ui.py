@@ -47,7 +47,7 @@ async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
 
 def test_ui_imports_no_torch():
     code = ("import sys, tuitune.app, tuitune.cli, tuitune.screens.runs, tuitune.screens.wizard, "
-            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.dialogs, "
+            "tuitune.screens.monitor, tuitune.screens.predict, tuitune.screens.chat, tuitune.screens.dialogs, "
             "tuitune.screens.messages, tuitune.formatting, tuitune.records, tuitune.runstore, tuitune.model_info, "
             "tuitune.dataset_info, tuitune.predict_client, tuitune.presets\n"
             "heavy = [m for m in ('torch','transformers','peft','trl','datasets','bitsandbytes') if m in sys.modules]\n"
@@ -139,6 +139,8 @@ def test_bad_input_messages(tuitune_home, tiny_csv):
             app.push_screen(MethodScreen())
             await pilot.pause(0.1)
             scr = app.screen
+            scr.query_one("#f-method-name").value = "lora"  # LoRA's fields show for LoRA only
+            await pilot.pause(0.1)
             scr.query_one("#f-method-lora_r").value = "0"
             await pilot.pause(0.1)
             assert "lora_r must be > 0" in str(scr.query_one("#f-method-lora_r-msg").render())

@@ -9,7 +9,7 @@ through `tuitune.runstore.RunStore`. The other screens load when first opened.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from textual import on
 from textual.app import App
@@ -20,6 +20,9 @@ from tuitune.runstore import RunStore
 from tuitune.screens import messages
 from tuitune.screens.dialogs import MessageDialog
 from tuitune.screens.runs import RunsScreen
+
+if TYPE_CHECKING:
+    from tuitune.records import RunRecord
 
 
 class TuituneApp(App):
@@ -42,6 +45,15 @@ class TuituneApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+
+    def run_ended(self, run: "RunRecord") -> None:
+        """A run the user was watching ended: a toast here, the bell and a desktop notification
+        (OSC 9 / OSC 777; TUITUNE_NOTIFY=0 turns those off) for a user who looked away."""
+        from tuitune import notify
+
+        body = notify.run_message(run)
+        self.notify(body, severity="information" if run.status == "completed" else "warning")
+        notify.send_to_app(self, body)
 
     def show_error(self, message: str, title: str = "Error") -> None:
         """One clear message in a dialog (the screen stays as it was)."""
@@ -78,6 +90,22 @@ class TuituneApp(App):
 
     @on(messages.PredictRun)
     def predict_run(self, message: messages.PredictRun) -> None:
+        """Labels and fill-mask: the as-you-type Predict screen; causal LMs (SFT/DPO): the chat."""
+        from tuitune.tasks import TASKS
+
+        try:
+            task = self.store.run(message.run_id).task
+        except Exception as err:  # the run was deleted meanwhile, or the history is busy
+            from tuitune.screens.base import explain
+
+            self.show_error(explain(err))
+            return
+        spec = TASKS.get(task or "")
+        if spec is not None and spec.predicts == "generation":
+            from tuitune.screens.chat import ChatScreen
+
+            self.push_screen(ChatScreen(message.run_id))
+            return
         from tuitune.screens.predict import PredictScreen
 
         self.push_screen(PredictScreen(message.run_id))
@@ -87,6 +115,12 @@ class TuituneApp(App):
         from tuitune.screens.evaluation import EvaluationScreen
 
         self.push_screen(EvaluationScreen(message.run_id, message.step))
+
+    @on(messages.CompressRun)
+    def compress_run(self, message: messages.CompressRun) -> None:
+        from tuitune.screens.compress import CompressScreen
+
+        self.push_screen(CompressScreen(message.run_id))
 
     @on(messages.CompareRuns)
     def compare_runs(self, message: messages.CompareRuns) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from tuitune import compress_cli
 from tuitune.errors import TuituneError
 from tuitune.formatting import (eta_seconds, f1_changes, fmt_change, fmt_clock, fmt_duration, fmt_metric,
                                  fmt_resources, fmt_time, probe_timeline, real_metrics, resources, short)
@@ -43,6 +44,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set training.learning_rate=3e-5 (repeatable)")
     r.add_argument("--detach", action="store_true", help="start it and return; it runs on in the background")
+    r.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                   help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
 
     ls = sub.add_parser("runs", parents=[common], help="list the run history")
     ls.add_argument("--status", choices=STATUSES)
@@ -51,12 +54,16 @@ def _parser() -> argparse.ArgumentParser:
     for name, help_ in (("show", "a run's config, status, metrics and paths"),
                         ("stop", "stop a live run gracefully (it saves a checkpoint)"),
                         ("resume", "continue a stopped or crashed run from its last checkpoint"),
+                        ("follow", "follow a live run's progress until it ends (Ctrl-C stops it)"),
                         ("delete", "delete a finished run and its files"),
                         ("merge", "merge a LoRA adapter into its base model")):
         c = sub.add_parser(name, parents=[common], help=help_)
         c.add_argument("run", metavar="RUN")
         if name == "resume":
             c.add_argument("--detach", action="store_true")
+        if name in ("resume", "follow"):
+            c.add_argument("--no-notify", dest="notify", action="store_false", default=None,
+                           help="no bell or desktop notification when the run ends (or TUITUNE_NOTIFY=0)")
         if name == "delete":
             c.add_argument("--yes", action="store_true", help="do not ask")
         if name == "merge":
@@ -74,18 +81,27 @@ def _parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="folder to write into (created if missing)")
     ex.add_argument("--format", choices=["csv", "json"], default="csv")
 
+    cmp_ = sub.add_parser("compare", parents=[common],
+                          help="runs side by side: main metric before → after, per-class F1, time, memory, "
+                               "trainable share, config differences")
+    cmp_.add_argument("runs", nargs="+", metavar="RUN")
+
     sub.add_parser("presets", parents=[common], help="list the shipped presets")
 
-    pr = sub.add_parser("predict", parents=[common], help="query a trained run (fill-mask or labels)")
+    pr = sub.add_parser("predict", parents=[common],
+                        help="query a trained run (labels, fill-mask or generation); no TEXT: one input per "
+                             "line from stdin, the model kept loaded")
     pr.add_argument("run", metavar="RUN")
-    pr.add_argument("text")
-    pr.add_argument("--top-k", type=int, default=5)
+    pr.add_argument("text", nargs="?", help="the input (omit it to read inputs line by line from stdin)")
+    pr.add_argument("--file", help="answer every line of this file (one input per line)")
+    pr.add_argument("--top-k", type=int, help="fill-mask: how many tokens to rank (5); generation: top-k sampling (50)")
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
     add_generation_flags(pr)
 
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    compress_cli.add_parsers(sub, common)
     return p
 
 
@@ -103,8 +119,12 @@ def _print_json(obj: Any) -> None:
 
 def run_summary(h, run: RunRecord) -> dict[str, Any]:
     """What `--json` prints about a run: id, status, metrics and the rest."""
-    by_phase = {e.phase: e.metrics for e in h.evaluations(run.id)}  # the last of each phase
+    evals = h.evaluations(run.id)
+    by_phase = {e.phase: e.metrics for e in evals}  # the last of each phase
+    shown = ([e for e in evals if e.phase == "final"] or [e for e in evals if e.phase == "eval"] or [None])[-1]
     return {
+        # which evaluation `metrics` is: the final one, or (running, stopped, failed) the latest periodic one
+        "metrics_phase": shown.phase if shown else None, "metrics_step": shown.step if shown else None,
         "id": run.id, "name": run.name, "status": run.status, "task": run.task,
         "model": run.model, "method": run.method, "dataset": run.dataset,
         "step": run.step, "max_steps": run.max_steps,
@@ -192,7 +212,8 @@ def cmd_show(args, h) -> int:
     for phase in ("baseline", "final", "test"):
         m = summary["metrics"] if phase == "final" else summary[phase]
         if m:
-            print(f"  {phase:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
+            label = phase if phase != "final" else _metrics_label(summary)
+            print(f"  {label:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
     if summary["latest"] and run.live:
         shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
@@ -317,19 +338,119 @@ def _engine(args_list: list[str]) -> dict:
 
 def cmd_predict(args, h) -> int:
     run = h.get_run(args.run)
-    cmd = ["predict", str(run.id), args.text, "--top-k", str(args.top_k)] + (["--base"] if args.base else [])
+    if args.text is not None and args.file:
+        raise TuituneError("give TEXT or --file, not both")
+    if args.text is None:
+        return _predict_many(args, run)
+    if not args.text.strip():
+        raise TuituneError("text is empty: type a sentence")
+    cmd = ["predict", str(run.id), args.text] + (["--top-k", str(args.top_k)] if args.top_k is not None else [])
+    cmd += ["--base"] if args.base else []
     cmd += generation_argv(args)
     out = _engine(cmd)
     if args.json:
         _print_json(out)
         return 0
+    _print_answer(out)
+    return 0
+
+
+def _print_answer(out: dict) -> None:
     if "generated" in out:
         print(out["generated"])
-        return 0
+        return
     for i, p in enumerate(out["predictions"], 1):
         name = p.get("token_str", p.get("label"))
         bar = "█" * int(round(p["score"] * 30))
         print(f"{i:2d}. {name:<20s} {p['score']:.4f} {bar}")
+
+
+def _inputs(args):
+    """The inputs of `predict` without TEXT: the lines of --file, or of stdin (with a `> ` prompt on a terminal)."""
+    if args.file:
+        try:
+            with open(args.file, encoding="utf-8") as fh:
+                lines = fh.read().splitlines()
+        except OSError as err:
+            raise TuituneError(f"cannot read --file {args.file}: {err.strerror or err}") from None
+        yield from lines
+        return
+    tty = sys.stdin.isatty()
+    while True:
+        if tty:
+            sys.stderr.write("> ")
+            sys.stderr.flush()
+        line = sys.stdin.readline()
+        if not line:
+            if tty:
+                sys.stderr.write("\n")
+            return
+        yield line.rstrip("\n")
+
+
+def _predict_many(args, run: RunRecord) -> int:
+    """Answer inputs one by one from a single engine process (`serve`), so the model loads once.
+    A bad line gets its own one-line error and the rest are still answered (exit code 2 at the end)."""
+    from tuitune.generation import generation_kwargs
+    from tuitune.predict_client import PredictClient
+
+    if run.model_dir is None or not (run.model_dir / "tuitune.json").exists():
+        raise TuituneError(f"run {run.id} has no saved model (status {run.status}): predict needs a completed run")
+    options = generation_kwargs(args)
+    stream = not args.json and sys.stdout.isatty()
+    failed = False
+    client = PredictClient(run.id)
+    try:
+        for text in _inputs(args):
+            if not text.strip():
+                continue
+            streamed: list[str] = []
+
+            def on_token(piece: str) -> None:
+                streamed.append(piece)
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+
+            try:
+                out = client.ask(text, top_k=args.top_k, base=args.base, on_token=on_token if stream else None,
+                                 **options)
+            except TuituneError as err:
+                if str(err).startswith("the predict engine"):
+                    raise
+                failed = True
+                if args.json:
+                    print(json.dumps({"text": text, "error": str(err)}), flush=True)
+                else:
+                    print(f"tuitune: error: {err}", file=sys.stderr, flush=True)
+                continue
+            if args.json:
+                out.pop("done", None)
+                out.pop("id", None)
+                print(json.dumps(out), flush=True)
+            elif streamed:
+                print(flush=True)
+            else:
+                _print_answer(out)
+                sys.stdout.flush()
+    finally:
+        client.close()
+    return EXIT_ERROR if failed else 0
+
+
+def cmd_compare(args, h) -> int:
+    from tuitune.compare import compare, format_table, table_rows
+
+    data = compare(h, args.runs)
+    if args.json:
+        _print_json(data)
+        return 0
+    print(format_table(table_rows(data)))
+    if data["config_diff"]:
+        print("\nconfig differences:")
+        rows = [[d["key"]] + [short(str(v), 24) for v in d["values"]] for d in data["config_diff"]]
+        print(format_table([["field"] + [f"run {r['id']}" for r in data["runs"]]] + rows))
+    else:
+        print("\nconfigs are identical")
     return 0
 
 
@@ -381,12 +502,22 @@ def _after_start(args, h, run_id: int) -> int:
             print(f"run {run_id} started in the background (pid {run.pid}); "
                   f"`tuitune show {run_id}` or `tuitune` to watch it, `tuitune stop {run_id}` to stop it")
         return 0
-    return follow(h, run_id, quiet=args.json, as_json=args.json)
+    return follow(h, run_id, quiet=args.json, as_json=args.json, notify=args.notify)
 
 
-def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5) -> int:
-    """Follow a run with a progress line until it ends. Ctrl-C: stop it gracefully (twice: leave)."""
+def cmd_follow(args, h) -> int:
+    run = h.get_run(args.run)
+    if not run.live:
+        raise TuituneError(f"run {run.id} is {run.status}, not live: `tuitune show {run.id}` shows how it ended")
+    return follow(h, run.id, quiet=args.json, as_json=args.json, notify=args.notify)
+
+
+def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s: float = 0.5,
+           notify: Optional[bool] = None) -> int:
+    """Follow a run with a progress line until it ends, then ring the terminal (see tuitune.notify).
+    Ctrl-C: stop it gracefully (twice: leave it running)."""
     from tuitune import launcher
+    from tuitune import notify as notifier
 
     interrupts = {"n": 0}
 
@@ -428,6 +559,7 @@ def follow(h, run_id: int, *, quiet: bool = False, as_json: bool = False, poll_s
         signal.signal(signal.SIGINT, old)
     if tty and not quiet:
         sys.stderr.write("\n")
+    notifier.send(sys.stderr, notifier.run_message(run), flag=notify)
     summary = run_summary(h, run)
     if as_json:
         _print_json(summary)
@@ -453,19 +585,25 @@ def _progress_line(h, run: RunRecord) -> str:
     return s + (f" ETA {fmt_clock(left)}" if left is not None else "")
 
 
+def _metrics_label(s: dict) -> str:
+    """"final" only for the final evaluation; the latest periodic one says its step."""
+    return "final" if s.get("metrics_phase") == "final" else f"eval@{s.get('metrics_step')}"
+
+
 def _print_final(s: dict) -> None:
     print(f"run {s['id']} {s['status']}" + (f": {s['error']}" if s["error"] else ""))
     m, b = real_metrics(s["metrics"] or {}), s["baseline"] or {}
     if m:
         rows = [[k, f"{b[k]:.4f}" if k in b else "-", f"{v:.4f}"] for k, v in m.items()]
-        print(_table(rows, ["metric", "baseline", "final"]))
+        print(_table(rows, ["metric", "baseline", _metrics_label(s)]))
     if s["status"] == "completed":
         print(f"model saved in {s['model_dir']}")
 
 
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
-            "delete": cmd_delete, "presets": cmd_presets, "predict": cmd_predict, "merge": cmd_merge,
-            "config": cmd_config, "export": cmd_export, "errors": cmd_errors}
+            "delete": cmd_delete, "follow": cmd_follow, "presets": cmd_presets, "predict": cmd_predict,
+            "compare": cmd_compare, "merge": cmd_merge, "config": cmd_config, "export": cmd_export,
+            "errors": cmd_errors, **compress_cli.COMMANDS}
 
 
 def _warnings_to_stderr() -> None:

@@ -22,6 +22,7 @@ from tuitune.errors import TuituneError
 # The names come from the one registry (tuitune/tasks.py); these tuples are its keys, for Literal.
 TASKS = registry.TASK_NAMES
 METHODS = registry.METHOD_NAMES
+REPORT_TO = ("tensorboard", "mlflow", "wandb")  # Trainer's own integrations, named as it names them
 
 
 # The schema's version, stored in every config. Renaming or removing a key: bump it and add the old
@@ -166,6 +167,19 @@ class TrainingConfig(_Part):
     fsdp_config: dict[str, Any] = Field(default_factory=dict,
                                         description="TrainingArguments' fsdp_config, e.g. {cpu_offload: true}")
     auto_retry_oom: bool = Field(False, description="On out-of-memory: halve the batch, double accumulation, retry")
+    checkpoint_every_minutes: Optional[float] = Field(
+        30.0, ge=0, description="Also checkpoint when this many minutes passed since the last one (0 or null: off)")
+    report_to: list[Literal[REPORT_TO]] = Field(  # type: ignore[valid-type]
+        default_factory=list, description="Also log to tensorboard, mlflow and/or wandb (Trainer's names)")
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _report_to(cls, v: Any) -> Any:
+        if v is None or v == "none":
+            return []
+        if isinstance(v, str):
+            return [x.strip() for x in v.split(",") if x.strip() and x.strip() != "none"]
+        return v
 
     @field_validator("max_steps")
     @classmethod
@@ -192,6 +206,15 @@ class EvaluationConfig(_Part):
         return v
 
 
+class WatchdogConfig(_Part):
+    """Stops a diverging run: a NaN/Inf loss at once; a loss far above its best for several logs."""
+
+    enabled: bool = Field(True, description="Stop the run when the training loss diverges")
+    loss_factor: float = Field(3.0, gt=1, description="Diverged: loss above this many times its best average")
+    loss_margin: float = Field(1.0, ge=0, description="... and at least this much above it (tiny losses wobble)")
+    patience: int = Field(3, gt=0, description="... for this many logged losses in a row")
+
+
 class RunConfig(_Part):
     config_version: int = Field(CONFIG_VERSION, description="Schema version; older configs are upgraded on reading")
     name: Optional[str] = Field(None, description="A label for this run (the preset name by default)")
@@ -202,6 +225,7 @@ class RunConfig(_Part):
     quantization: QuantizationConfig = QuantizationConfig()
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
+    watchdog: WatchdogConfig = WatchdogConfig()
 
     @model_validator(mode="after")
     def _cross(self) -> "RunConfig":

@@ -108,10 +108,28 @@ MIGRATIONS: list[str] = [
     ALTER TABLE runs ADD COLUMN peak_gpu_bytes INTEGER;
     ALTER TABLE runs ADD COLUMN tokens_per_s REAL
     """,
+    # 3: compressed variants of a run's model (`tuitune compress`): one row per variant per compress call
+    """
+    CREATE TABLE compressions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        batch INTEGER NOT NULL,
+        variant TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending'
+            CHECK (status IN ('pending', 'building', 'measuring', 'done', 'failed', 'interrupted')),
+        reason TEXT, path TEXT, recover_steps INTEGER NOT NULL DEFAULT 0, pid INTEGER,
+        size_bytes INTEGER, latency_p50_ms REAL, latency_p95_ms REAL, throughput REAL, peak_rss INTEGER,
+        metrics TEXT, info TEXT,
+        time INTEGER NOT NULL
+    );
+    CREATE INDEX compressions_run ON compressions(run_id, batch);
+    """,
 ]
+COMPRESSION_LIVE = ("pending", "building", "measuring")
 
 # Tables with a run's rows, besides `runs` itself (deleting or truncating a run goes through these).
-RUN_TABLES = ("metrics", "latest_metrics", "evaluations", "system", "events", "class_reports", "eval_errors", "probes")
+RUN_TABLES = ("metrics", "latest_metrics", "evaluations", "system", "events", "class_reports", "eval_errors", "probes",
+              "compressions")
 # Of those, the ones with a `step` column a resume truncates after its checkpoint.
 STEP_TABLES = ("metrics", "evaluations", "events", "system", "class_reports", "eval_errors", "probes")
 
@@ -525,3 +543,39 @@ class History:
             d["detail"] = json.loads(d["detail"]) if d["detail"] else None
             out.append(d)
         return out
+    # -- compressed variants -------------------------------------------------------------------
+    def start_compression(self, run_id: int, variants: list[str], recover_steps: int = 0) -> int:
+        """Pending rows for one compress call; returns its batch id."""
+        batch = now_ms()
+        with self.conn:
+            self.conn.execute("BEGIN")
+            self.conn.executemany(
+                "INSERT INTO compressions (run_id, batch, variant, status, recover_steps, pid, time) "
+                "VALUES (?, ?, ?, 'pending', ?, ?, ?)",
+                [(run_id, batch, v, int(recover_steps), os.getpid(), batch) for v in variants])
+        return batch
+
+    def update_compression(self, batch: int, variant: str, **fields: Any) -> None:
+        if "reason" in fields and isinstance(fields["reason"], str):
+            fields["reason"] = scrub(fields["reason"])
+        fields["time"] = now_ms()
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._write(f"UPDATE compressions SET {cols} WHERE batch=? AND variant=?", (*fields.values(), batch, variant))
+
+    def compressions(self, run_id: int, *, latest: bool = True) -> list[dict[str, Any]]:
+        """The run's compressed variants (with `latest`, the newest row per variant), oldest first.
+        Rows left unfinished by a compress process that is gone read as 'interrupted'."""
+        rows = [dict(r) for r in self.conn.execute("SELECT * FROM compressions WHERE run_id=? ORDER BY id", (run_id,))]
+        for r in rows:
+            if r["status"] in COMPRESSION_LIVE and not pid_alive(r["pid"]):
+                r["status"] = "interrupted"
+                r["reason"] = r["reason"] or "the compress process ended before this variant finished"
+            r["metrics"] = json.loads(r["metrics"]) if r["metrics"] else {}
+            r["info"] = json.loads(r["info"]) if r["info"] else {}
+        if latest:
+            by_variant: dict[str, dict[str, Any]] = {}
+            for r in rows:
+                by_variant.pop(r["variant"], None)
+                by_variant[r["variant"]] = r
+            rows = list(by_variant.values())
+        return rows

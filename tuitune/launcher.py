@@ -78,21 +78,26 @@ def stop_run(history: History, run_id: int) -> RunRecord:
 
 
 def resume_run(history: History, run_id: int) -> int:
-    """Continue a stopped, crashed or failed run from its last checkpoint, in the same run."""
+    """Continue a stopped, crashed or failed run from its last checkpoint, in the same run; a run
+    that crashed before its first checkpoint starts again from step 0 (same id, events kept)."""
     run = history.get_run(run_id)
     if run.live:
         raise TuituneError(f"run {run_id} is still {run.status}: nothing to resume")
     if run.status == "completed":
         raise TuituneError(f"run {run_id} has completed: clone its config to train further")
-    ckpts = checkpoints(run_id, Path(run["run_dir"]) if run.get("run_dir") else None)
-    if not ckpts:
+    ckpts = checkpoints(run_id, Path(run.run_dir) if run.run_dir else None)
+    if not ckpts and run.status != "crashed":
         raise TuituneError(f"run {run_id} has no checkpoint to resume from: start it again with `tuitune run`")
     cfg = stored_config(run.config)
     # pid=None and a fresh heartbeat: a reader looking before the new engine starts must not
     # take the old, dead pid (or an old timestamp) as a fresh crash
     history.update_run(run_id, status="queued", error=None, ended_at=None, stop_requested=0,
                        pid=None, heartbeat_at=now_ms())
-    history.log_event(run_id, "resume", f"from {ckpts[-1].name}")
+    if ckpts:
+        history.log_event(run_id, "resume", f"from {ckpts[-1].name}")
+    else:  # killed before its first checkpoint: the same run trains again from step 0
+        history.log_event(run_id, "resume", "no checkpoint yet: restarting from step 0 in this run "
+                                            "(its steps so far are trained again)")
     return _spawn(history, run_id, cfg, resume=True)
 
 

@@ -90,3 +90,14 @@ class RunStore:
 
         cfg = validate_config(config)
         return launcher.start_run(self.h, cfg)
+
+    def compressions(self, run_id: int) -> list[dict[str, Any]]:
+        """The run's compressed variants, newest row per variant."""
+        return self.h.compressions(run_id)
+
+    def compress(self, run_id: int, variants: list[str], recover_steps: int, on_progress=None) -> dict[str, Any]:
+        """Build and measure variants in a `python -m tuitune.engine compress` process (blocks: call
+        from a worker); `on_progress(str)` gets each progress line."""
+        from tuitune import compress_cli
+
+        return compress_cli.run_engine(compress_cli.engine_argv(run_id, variants, recover_steps), on_progress)

@@ -29,18 +29,23 @@ class MethodSpec:
     needs_4bit: bool = False  # trains on a 4-bit base only (QLoRA)
     trains_quantized: bool = True  # can train a bitsandbytes-quantized base (adapters can; weights cannot)
     prompt_learning: bool = False  # soft prompts / prefixes in front of the input
+    fields: tuple[str, ...] = ()  # the `method.*` settings this method reads (the wizard shows these only)
 
+
+_LORA_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules", "modules_to_save", "use_rslora", "use_dora")
+_PROMPT_FIELDS = ("num_virtual_tokens",)
 
 METHODS: dict[str, MethodSpec] = {m.name: m for m in (
     MethodSpec("full", "selective", trains_quantized=False),
     MethodSpec("last_layer", "selective", trains_quantized=False),
-    MethodSpec("freeze_layers", "selective", trains_quantized=False),
+    MethodSpec("freeze_layers", "selective", trains_quantized=False, fields=("freeze_layers",)),
     MethodSpec("bitfit", "selective", trains_quantized=False),
-    MethodSpec("prompt_tuning", "additive", prompt_learning=True),
-    MethodSpec("prefix_tuning", "additive", prompt_learning=True),
-    MethodSpec("ia3", "additive"),
-    MethodSpec("lora", "reparameterisation"),
-    MethodSpec("qlora", "reparameterisation", needs_4bit=True),
+    MethodSpec("prompt_tuning", "additive", prompt_learning=True,
+               fields=_PROMPT_FIELDS + ("prompt_tuning_init", "prompt_tuning_init_text")),
+    MethodSpec("prefix_tuning", "additive", prompt_learning=True, fields=_PROMPT_FIELDS),
+    MethodSpec("ia3", "additive", fields=("target_modules", "modules_to_save")),
+    MethodSpec("lora", "reparameterisation", fields=_LORA_FIELDS),
+    MethodSpec("qlora", "reparameterisation", needs_4bit=True, fields=_LORA_FIELDS),
 )}
 
 

@@ -1,0 +1,326 @@
+"""Compress and ship (issue 12), on tiny real models trained a few steps: every variant folder reloads
+with its loader and predicts; pruning reaches its sparsity; clustering keeps ≤ k values per layer;
+refusals are one line and the other variants still run; an interrupted variant leaves no complete-
+looking folder; the history migration; the model card's front matter; the GGUF round trip."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+from conftest import run_in_process, tiny_config, tuitune_cmd
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    return tmp_path_factory.mktemp("compress-home")
+
+
+@pytest.fixture
+def shared_home(home, monkeypatch):
+    monkeypatch.setenv("TUITUNE_HOME", str(home))
+    return home
+
+
+@pytest.fixture(scope="module")
+def cls_run(home, tiny_bert, tiny_csv):
+    """A tiny classification run (full fine-tuning) in the module's history."""
+    old = os.environ.get("TUITUNE_HOME")
+    os.environ["TUITUNE_HOME"] = str(home)
+    try:
+        return run_in_process(tiny_config(tiny_bert, tiny_csv))
+    finally:
+        os.environ["TUITUNE_HOME"] = old or ""
+
+
+def _digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()
+
+
+def _cli(*args, env_extra=None):
+    env = dict(os.environ, **(env_extra or {}))
+    return subprocess.run([*tuitune_cmd(), *args], capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_every_variant_reloads_predicts_and_is_recorded(shared_home, cls_run):
+    import torch
+
+    from tuitune import paths
+    from tuitune.compress_cli import VARIANTS
+    from tuitune.engine import compress
+    from tuitune.history import History
+
+    model_dir = paths.run_dir(cls_run) / "model"
+    before = _digest(model_dir)
+    rows = compress.compress(cls_run, recover_steps=2, isolate=False)
+    assert _digest(model_dir) == before, "compress changed the run's own saved model"
+    by = {r["variant"]: r for r in rows}
+    assert set(by) == {"fp32", *VARIANTS}
+    assert all(r["status"] == "done" for r in rows), [(r["variant"], r.get("reason")) for r in rows]
+
+    src = compress.Source(cls_run)
+    inputs = src.eval_inputs()
+    ref = src.load()
+    with torch.no_grad():
+        ref_logits = ref(**inputs["single"][0]).logits
+    for name, row in by.items():
+        path = Path(row["path"])
+        assert path.parent.name == "compressed" and not any(p.name.startswith(".") for p in path.parent.iterdir())
+        model = compress.load_variant(path)
+        with torch.no_grad():
+            logits = model(**inputs["single"][0]).logits
+        assert logits.shape == ref_logits.shape and torch.isfinite(logits).all(), name
+        assert 0 <= row["metrics"]["accuracy"] <= 1 and row["size_bytes"] > 0 and row["latency_p50_ms"] > 0
+        if name.startswith("prune-") and not name.startswith("prune-ffn"):
+            want = int(name.split("-")[1]) / 100
+            assert abs(compress.sparsity(model, src.task) - want) < 0.01, name
+        if name.startswith("cluster-"):
+            k = int(name.split("-")[1])
+            layers = compress._clusterable(model, src.task)
+            assert layers
+            assert all(m.weight.unique().numel() <= k for _, m in layers), name
+        if name == "prune-ffn-50":
+            assert model.config.intermediate_size == 32  # 64 → 32 neurons: the compute is gone
+            assert model.bert.encoder.layer[0].intermediate.dense.weight.shape[0] == 32
+    assert torch.allclose(compress.load_variant(by["fp32"]["path"])(**inputs["single"][0]).logits, ref_logits)
+    assert by["int8-dynamic"]["size_bytes"] < by["fp32"]["size_bytes"] / 2
+    assert by["cluster-16"]["size_bytes"] < by["cluster-256"]["size_bytes"] < by["fp32"]["size_bytes"] / 3
+
+    stored = {r["variant"]: r for r in History().compressions(cls_run)}
+    assert stored["int8-dynamic"]["status"] == "done"
+    assert stored["int8-dynamic"]["metrics"] == by["int8-dynamic"]["metrics"]
+    assert stored["prune-50"]["recover_steps"] == 2 and stored["prune-50"]["info"]["sparsity"] == pytest.approx(0.5, abs=0.01)
+
+
+def test_cli_compress_measures_in_its_own_process_and_prints_the_table(shared_home, cls_run):
+    out = _cli("compress", str(cls_run), "--variant", "int8-dynamic", "--json")
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout)
+    by = {r["variant"]: r for r in data["variants"]}
+    assert by["int8-dynamic"]["status"] == "done" and by["int8-dynamic"]["peak_rss"] > 50 * 2**20
+    text = _cli("compress", str(cls_run), "--show")
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert lines[0].split()[:3] == ["variant", "MB", "×size"] and any(ln.startswith("int8-dynamic ") for ln in lines)
+
+
+def test_a_failing_variant_gets_one_line_and_an_interrupted_one_leaves_nothing(shared_home, cls_run, monkeypatch):
+    from tuitune import paths
+    from tuitune.engine import compress
+    from tuitune.history import History
+
+    out_dir = paths.run_dir(cls_run) / "compressed"
+
+    def dies_half_way(src, out, recover_steps, progress):
+        (out / "config.json").write_text("{}")
+        raise KeyboardInterrupt  # Ctrl-C (or SIGTERM turned into an exception) while writing
+
+    monkeypatch.setitem(compress.BUILDERS, "prune-70", dies_half_way)
+    src = compress.Source(cls_run)
+    with pytest.raises(KeyboardInterrupt):
+        compress._write_variant(src, "prune-70", 0, None)
+    assert not any(p.name.startswith(".prune-70") for p in out_dir.iterdir())
+    # A killed process leaves its temporary folder: the next compress removes it; it never looks complete.
+    stale = out_dir / ".cluster-16.tmp-999999"
+    stale.mkdir()
+    (stale / "config.json").write_text("{}")
+    h = History()
+    batch = h.start_compression(cls_run, ["cluster-16"])
+    h.conn.execute("UPDATE compressions SET pid=999999, status='building' WHERE batch=?", (batch,))
+    assert {r["variant"]: r for r in h.compressions(cls_run)}["cluster-16"]["status"] == "interrupted"
+
+    def boom(src, out, recover_steps, progress):
+        raise RuntimeError("no room for this variant\nsecond line")
+
+    monkeypatch.setitem(compress.BUILDERS, "prune-30", boom)
+    rows = compress.compress(cls_run, ["prune-30", "prune-50"], isolate=False)
+    assert not stale.exists()
+    by = {r["variant"]: r for r in rows}
+    assert by["prune-30"]["status"] == "failed" and by["prune-30"]["reason"] == "RuntimeError: no room for this variant"
+    assert by["prune-50"]["status"] == "done" and by["fp32"]["status"] == "done"
+
+
+def test_structured_pruning_refuses_an_unknown_architecture_in_one_line(tmp_path, tiny_csv):
+    import torch
+    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
+
+    from tuitune import demo
+    from tuitune.engine import compress
+
+    tok = AutoTokenizer.from_pretrained(str(demo.path("demo:minilm")))
+    torch.manual_seed(0)
+    cfg = DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+                           max_position_embeddings=64)
+    DistilBertForMaskedLM(cfg).save_pretrained(tmp_path / "distil")
+    tok.save_pretrained(tmp_path / "distil")
+    run_id = run_in_process(tiny_config(tmp_path / "distil", tiny_csv, training={"max_steps": 2}))
+    rows = {r["variant"]: r for r in compress.compress(run_id, ["prune-ffn-50", "prune-30"], isolate=False)}
+    assert rows["prune-ffn-50"]["status"] == "failed"
+    assert "feed-forward" in rows["prune-ffn-50"]["reason"] and "\n" not in rows["prune-ffn-50"]["reason"]
+    assert rows["prune-30"]["status"] == "done"
+    assert not (Path(rows["prune-30"]["path"]).parent / "prune-ffn-50").exists()
+
+
+def test_history_migration_adds_compressions_to_an_old_database(tmp_path):
+    from tuitune import history
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(history.MIGRATIONS[0] + ";PRAGMA user_version=1;")
+    conn.execute("INSERT INTO runs (name, status, config, created_at) VALUES ('old', 'completed', '{}', 1)")
+    conn.commit()
+    conn.close()
+    h = history.History(path)
+    assert h.conn.execute("PRAGMA user_version").fetchone()[0] == len(history.MIGRATIONS) >= 2
+    assert h.get_run(1)["name"] == "old"
+    batch = h.start_compression(1, ["fp32", "cluster-16"], recover_steps=3)
+    h.update_compression(batch, "fp32", status="done", size_bytes=10, metrics=json.dumps({"accuracy": 0.5}))
+    rows = h.compressions(1)
+    assert [r["variant"] for r in rows] == ["fp32", "cluster-16"] and rows[0]["metrics"] == {"accuracy": 0.5}
+    assert rows[1]["status"] == "pending" and rows[1]["recover_steps"] == 3  # this process is alive
+    h.delete_run(1)
+    assert h.compressions(1) == []
+
+
+def test_export_model_writes_model_tokenizer_labels_and_a_card(shared_home, cls_run, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    from tuitune.engine.export_model import parse_front_matter
+    from tuitune.history import History
+
+    out = tmp_path / "export"
+    res = _cli("export-model", str(cls_run), "--out", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    names = {p.name for p in out.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "README.md", "tuitune.json"} <= names
+    model = AutoModelForSequenceClassification.from_pretrained(str(out))
+    assert sorted(model.config.id2label.values()) == ["negative", "neutral", "positive"]
+    assert json.loads((out / "tuitune.json").read_text())["label_names"] == ["negative", "neutral", "positive"]
+    with torch.no_grad():
+        assert model(input_ids=torch.tensor([[101, 2307, 102]])).logits.shape == (1, 3)
+
+    card = (out / "README.md").read_text()
+    meta = parse_front_matter(card)
+    final = {e["phase"]: e["metrics"] for e in History().evaluations(cls_run)}["final"]
+    assert meta["library_name"] == "transformers" and meta["pipeline_tag"] == "text-classification"
+    assert "tuitune" in meta["tags"] and meta["datasets"] and meta["base_model"]
+    values = {m["type"]: m["value"] for m in meta["model-index"][0]["results"][0]["metrics"]}
+    assert values["accuracy"] == pytest.approx(final["eval_accuracy"], abs=1e-6)
+    assert values["f1"] == pytest.approx(final["eval_f1"], abs=1e-6)
+    assert "## Compression" in card and "| int8-dynamic |" in card and "## Training configuration" in card
+
+    refused = _cli("export-model", str(cls_run), "--out", str(tmp_path / "g"), "--format", "gguf")
+    assert refused.returncode == 2 and "causal LM" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g").exists()
+    offline = _cli("export-model", str(cls_run), "--out", str(tmp_path / "p"), "--push-to-hub", "me/model",
+                   env_extra={"HF_HUB_OFFLINE": "1"})
+    assert offline.returncode == 2 and "HF_HUB_OFFLINE" in offline.stderr
+    assert len(offline.stderr.strip().splitlines()) == 1 and not (tmp_path / "p").exists()
+
+
+def test_gguf_round_trip_of_a_merged_llama_lora_run(tiny_llama, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tuitune.engine import compress, export_model
+
+    cfg = tiny_config(tiny_llama, "demo:chat", task="sft", method={"name": "lora"},
+                      data={"path": "demo:chat", "max_length": 48, "max_train_samples": 32, "max_eval_samples": 16,
+                            "label_column": None, "messages_column": "messages"})
+    cfg["training"].update(learning_rate=1e-2, max_steps=3, eval_steps=3)
+    run_id = run_in_process(cfg)
+    res = export_model.export(run_id, str(tmp_path / "out"), merge=True, fmt="gguf")
+    src = compress.Source(run_id)
+    ref = src.load()
+    ids = src.tokenizer("Hello, how are you today?", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        want = ref(input_ids=ids).logits
+    files = {Path(g).name.rsplit("-", 1)[1]: Path(g) for g in res["gguf"]}
+    assert set(files) == {"f16.gguf", "q8_0.gguf"}
+    scale = float(want.abs().max())
+    for kind, tol in (("f16.gguf", 0.01 * scale), ("q8_0.gguf", 0.05 * scale)):
+        g = files[kind]
+        model = AutoModelForCausalLM.from_pretrained(str(g.parent), gguf_file=g.name, dtype=torch.float32)
+        with torch.no_grad():
+            got = model(input_ids=ids).logits
+        assert (got - want).abs().max() < tol, (kind, (got - want).abs().max(), scale)
+        prob_gap = (got.softmax(-1) - want.softmax(-1)).abs().max()
+        assert prob_gap < (0.01 if kind == "f16.gguf" else 0.05), (kind, prob_gap)
+    assert files["q8_0.gguf"].stat().st_size < files["f16.gguf"].stat().st_size
+    meta = export_model.parse_front_matter((tmp_path / "out" / "README.md").read_text())
+    assert meta["pipeline_tag"] == "text-generation" and "loss" in meta["metrics"]
+
+    # A causal-LM run compresses too: quality is the eval loss.
+    rows = {r["variant"]: r for r in compress.compress(run_id, ["prune-ffn-50", "cluster-16"], isolate=False)}
+    assert rows["prune-ffn-50"]["status"] == "done", rows["prune-ffn-50"].get("reason")
+    assert rows["fp32"]["metrics"]["loss"] > 0 and rows["cluster-16"]["status"] == "done"
+
+
+def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_run):
+    import asyncio
+    import time
+
+    from tuitune.app import make_app
+    from tuitune.compress_cli import ORDER
+    from tuitune.history import History
+
+    before = {r["variant"]: r for r in History().compressions(cls_run)}
+
+    async def wait_for(pilot, cond, timeout=180.0, what="condition"):
+        t = time.monotonic()
+        while time.monotonic() - t < timeout:
+            if cond():
+                return
+            await pilot.pause(0.2)
+        raise AssertionError(f"timed out waiting for {what}")
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.screen.query_one("#runs").row_count >= 1, 20, "runs listed")
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "MonitorScreen" and app.screen._done, 20)
+            await pilot.press("c")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "CompressScreen", 10, "compress view")
+            screen = app.screen
+            table = screen.query_one("#cmp-table")
+            await wait_for(pilot, lambda: table.row_count == len(ORDER), 20, "variants listed")
+            assert table.virtual_size.width <= 80, "the table needs no horizontal scrolling at 80 columns"
+            await pilot.press(*["down"] * ORDER.index("prune-ffn-50"))
+            assert "feed-forward" in str(screen.query_one("#cmp-detail").render())
+            await pilot.press("t")  # recovery steps 0 → 20
+            assert screen.recover_steps == 20
+            await pilot.press("enter")
+            await wait_for(pilot, lambda: screen.running or "finished" in screen.progress_text, 10, "started")
+            await wait_for(pilot, lambda: not screen.running, 240, "compress finished")
+            assert "finished" in screen.progress_text, screen.progress_text
+            await pilot.pause(0.5)
+            row = table.get_row("prune-ffn-50")
+            assert row[1] != "not run" and float(row[1]) > 0  # MB
+            await pilot.press("escape")
+            assert type(app.screen).__name__ == "MonitorScreen"
+
+    asyncio.run(go())
+    after = {r["variant"]: r for r in History().compressions(cls_run)}
+    assert after["prune-ffn-50"]["status"] == "done" and after["prune-ffn-50"]["recover_steps"] == 20
+    assert after["prune-ffn-50"]["batch"] != (before.get("prune-ffn-50") or {}).get("batch")
+
+
+def test_compress_cli_and_view_import_no_torch():
+    import sys
+
+    code = ("import sys, tuitune.cli, tuitune.compress_cli, tuitune.screens.compress, tuitune.runstore\n"
+            "heavy = [m for m in ('torch','transformers','peft','bitsandbytes','gguf') if m in sys.modules]\n"
+            "print(heavy); sys.exit(1 if heavy else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
