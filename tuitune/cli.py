@@ -262,9 +262,13 @@ def cmd_errors(args, h) -> int:
     if spec is None or not spec.class_report:
         raise TuituneError(f"run {run.id} is a {run.task} run: errors are kept for classification runs "
                            "(true vs predicted labels); `tuitune show` has its probes")
-    rows = h.errors(run.id, true_label=args.true_label, pred_label=args.pred_label)
-    if not rows and h.confusion(run.id, "final") is None:
+    cm = h.confusion(run.id, "final")
+    if cm is None:
         raise TuituneError(f"run {run.id} ({run.status}) has no final evaluation yet: errors are stored after it")
+    for given in (args.true_label, args.pred_label):
+        if given is not None and given not in cm["labels"]:
+            raise TuituneError(f"label {given!r} is not one of run {run.id}'s: {', '.join(cm['labels'])}")
+    rows = h.errors(run.id, true_label=args.true_label, pred_label=args.pred_label)
     if args.json:
         _print_json([{k: r[k] for k in ("row", "true_label", "pred_label", "confidence", "text")} for r in rows])
         return 0
