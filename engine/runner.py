@@ -210,6 +210,7 @@ class Run:
             sampler = SystemSampler(h.path, self.run_id, step_fn=lambda: getattr(
                 getattr(getattr(self, "trainer", None), "state", None), "global_step", None))
             sampler.start()
+            watch_sweep(self.stop)
         code = 1
         try:
             code = self._execute()
@@ -306,6 +307,11 @@ class Run:
         if self.stop:
             if self.main:
                 self._record_resources()  # before the status: whoever waits for the end reads them
+            if self.main and self.stop.reason == SWEEP_GONE:
+                h.set_status(self.run_id, "crashed",
+                             error=f"crashed: the sweep process running this trial is gone (stopped at step "
+                                   f"{self.trainer.state.global_step}); `tuitune sweep --resume` continues the sweep")
+            elif self.main:
                 h.set_status(self.run_id, "stopped",
                              error=f"stopped at step {self.trainer.state.global_step} ({self.stop.reason}); "
                                    f"`tuitune resume {self.run_id}` continues")
@@ -361,6 +367,29 @@ class Run:
                     peft=hasattr(self.trainer.model, "peft_config"))
         (out / "tuitune.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
         self.h.log_event(self.run_id, "saved", str(out))
+
+
+SWEEP_GONE = "sweep process gone"
+
+
+def watch_sweep(stop) -> None:
+    """A sweep's trial ends (crashed, with a checkpoint) when the sweep process that started it is
+    killed, so `tuitune sweep --resume` finds no orphan trial still training."""
+    import threading
+
+    from tuitune.history import pid_alive
+
+    pid = os.environ.get("TUITUNE_SWEEP_PID")
+    if not pid or not pid.isdigit():
+        return
+
+    def watch():
+        while not stop.event.wait(1.0):
+            if not pid_alive(int(pid)):
+                stop.set(SWEEP_GONE)
+                return
+
+    threading.Thread(target=watch, daemon=True, name="tuitune-sweep-watch").start()
 
 
 def oom_message(cfg: RunConfig) -> str:

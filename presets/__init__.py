@@ -68,6 +68,7 @@ def all_presets() -> list[tuple[str, str]]:
 def load_preset_dict(source: str) -> dict[str, Any]:
     path = Path(source)
     data = _read_yaml(path if path.suffix == ".yaml" else preset_path(source))
+    data.pop("sweep", None)  # a sweep preset's search is for `tuitune sweep`; the wizard edits its base
     data.setdefault("name", path.stem)
     return data
 

@@ -62,3 +62,11 @@ class RunLaunched(Message):
     """The wizard started a run: back to the runs list, with its monitor on top."""
 
     run_id: int
+
+
+@dataclass
+class OpenSweep(Message):
+    """Show a sweep's leaderboard (None: the list of sweeps); `launched`: the wizard just started it."""
+
+    name: Optional[str] = None
+    launched: bool = False

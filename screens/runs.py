@@ -32,6 +32,7 @@ class RunsScreen(BaseScreen):
         Binding("space", "mark", "Mark", key_display="␣"),
         Binding("v", "compare", "Compare"),
         Binding("o", "sort", "Sort"),
+        Binding("w", "sweeps", "Sweeps", show=False),  # named in the hint once a sweep exists
         Binding("slash", "filter", "Filter"),
         Binding("q", "app.quit", "Quit"),
     ]
@@ -106,7 +107,8 @@ class RunsScreen(BaseScreen):
             hint.update("No runs yet. n: new run (pick a model)   p: start from a preset")
         else:
             live = sum(1 for r in runs if r.live)
-            hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}"
+            sweeps = " · w: sweeps" if any(r.sweep for r in runs) else ""
+            hint.update(f"{len(visible)} of {len(runs)} runs, {live} live · sort: {self.sort_by}{sweeps}"
                         + (f" · marked: {', '.join(map(str, sorted(self.marked)))}" if self.marked else ""))
 
     def current_id(self) -> int | None:
@@ -229,3 +231,8 @@ class RunsScreen(BaseScreen):
             self.tuitune.show_error("mark two or more runs with space, then press v to compare them")
             return
         self.post_message(messages.CompareRuns(ids))
+
+    def action_sweeps(self) -> None:
+        """The sweep of the run under the cursor (a trial), else the list of sweeps."""
+        run = self.current()
+        self.post_message(messages.OpenSweep(run.sweep if run else None))

@@ -433,6 +433,14 @@ def _show_value(v: Any) -> str:
     return str(v)
 
 
+SPEC_PREFIXES = ("log:", "float:", "int:", "choice:")
+
+
+def is_spec(raw: str) -> bool:
+    """A numeric field holding a sweep SPEC (log:1e-5..1e-3, int:4..32, choice:8,16) is searched."""
+    return raw.strip().lower().startswith(SPEC_PREFIXES)
+
+
 def check(draft: dict) -> tuple[Optional[RunConfig], dict[str, str], str]:
     """Validate a draft: (config or None, {field: message}, message for rules across fields)."""
     try:
@@ -473,7 +481,8 @@ class MethodScreen(BaseScreen):
                         yield Select([(c, c) for c in kind], value=value if value in kind else kind[0],
                                      allow_blank=False, id=fid)
                     else:
-                        yield Input(_show_value(value), id=fid)
+                        shown = self.tuitune.draft_search.get(key) or _show_value(value)
+                        yield Input(shown, id=fid)
                     yield Static("", id=fid + "-msg", classes="field-msg", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
@@ -483,6 +492,7 @@ class MethodScreen(BaseScreen):
 
     def _read_form(self) -> dict:
         d = copy.deepcopy(draft_of(self.tuitune))
+        self.searched: dict[str, str] = {}
         method = self.query_one("#f-method-name", Select).value
         for key, _label, kind in FIELDS:
             w = self.query_one("#f-" + key.replace(".", "-"))
@@ -493,6 +503,9 @@ class MethodScreen(BaseScreen):
                 continue
             if isinstance(w, Select):
                 v = w.value if isinstance(w.value, str) else None
+            elif kind in ("int", "float") and is_spec(cast(Input, w).value):
+                self.searched[key] = cast(Input, w).value.strip()  # the base keeps its value
+                continue
             else:
                 v = parse(cast(Input, w).value, kind)
             _set(d, key, v)
@@ -501,16 +514,28 @@ class MethodScreen(BaseScreen):
         return d
 
     def _sync(self) -> Optional[RunConfig]:
+        from tuitune.errors import TuituneError
+        from tuitune.sweep import parse_spec
+
         d = self._read_form()
         cfg, per, general = check(d)
+        self.search_ok = True
+        for key, raw in self.searched.items():
+            try:
+                per[key] = f"searched: {parse_spec(key, raw).spec}"
+                self.query_one("#f-" + key.replace(".", "-")).set_class(False, "invalid-field")
+            except TuituneError as err:
+                per[key] = str(err)
+                self.search_ok = False
         for key, _label, _kind in FIELDS:
             msg = per.pop(key, "")
             self.query_one("#f-" + key.replace(".", "-") + "-msg", Static).update(msg)
             w = self.query_one("#f-" + key.replace(".", "-"))
-            w.set_class(bool(msg), "invalid-field")
+            w.set_class(bool(msg) and not msg.startswith("searched:"), "invalid-field")
         other = "; ".join(list(per.values()) + ([general] if general else []))
         self.query_one("#form-error", Static).update(other)
         self.tuitune.draft = d
+        self.tuitune.draft_search = dict(self.searched)
         return cfg
 
     def on_input_changed(self, event: Input.Changed) -> None:
@@ -523,10 +548,10 @@ class MethodScreen(BaseScreen):
 
     def action_review(self) -> None:
         cfg = self._sync()
-        if cfg is None:
+        if cfg is None or not self.search_ok:
             self.notify("fix the marked fields first", severity="error")
             return
-        self.app.push_screen(ReviewScreen(cfg))
+        self.app.push_screen(ReviewScreen(cfg, dict(self.searched)))
 
     def action_back(self) -> None:
         self._sync()
@@ -536,20 +561,30 @@ class MethodScreen(BaseScreen):
 # -- Review ---------------------------------------------------------------------------------------
 
 class ReviewScreen(BaseScreen):
-    """Step 4: the final YAML; save it as a preset, or launch the run."""
+    """Step 4: the final YAML; save it as a preset, or launch the run (a sweep when fields are searched)."""
 
     BINDINGS = [Binding("ctrl+l", "launch", "Launch"), Binding("ctrl+s", "save", "Save preset"),
                 Binding("escape", "back", "Back")]
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, search: Optional[dict[str, str]] = None):
         super().__init__()
         self.cfg = cfg
+        self.search = search or {}
+
+    def _sweep_yaml(self) -> str:
+        import yaml
+
+        return yaml.safe_dump({"sweep": {"params": dict(self.search)}}, sort_keys=False) if self.search else ""
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Label("Review — ctrl+l launches, ctrl+s saves as a preset", classes="step")
+        if self.search:
+            over = ", ".join(k.split(".")[-1] for k in self.search)
+            yield Label(f"Review — ctrl+l launches a sweep over {over}, ctrl+s saves as a preset", classes="step")
+        else:
+            yield Label("Review — ctrl+l launches, ctrl+s saves as a preset", classes="step")
         with VerticalScroll(id="yaml-box"):
-            yield Static(self.cfg.to_yaml(), id="yaml", markup=False)
+            yield Static(self.cfg.to_yaml() + self._sweep_yaml(), id="yaml", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -567,10 +602,38 @@ class ReviewScreen(BaseScreen):
         from tuitune.presets import save_user_preset
 
         path = save_user_preset(name, self.cfg)
+        if self.search:  # `tuitune sweep NAME` runs the search from the CLI
+            with open(path, "a", encoding="utf-8") as fh:
+                fh.write(self._sweep_yaml())
         self.app.call_from_thread(self.notify, f"saved preset {name} ({path})")
 
     def action_launch(self) -> None:
-        self._launch()
+        if not self.search:
+            self._launch()
+            return
+
+        def trials(answer: str | None) -> None:
+            if answer:
+                self._launch_sweep(answer)
+
+        self.app.push_screen(AskDialog("Sweep: how many trials?", "10"), trials)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
+    def _launch_sweep(self, trials: str) -> None:
+        from tuitune import sweep
+        from tuitune.errors import TuituneError
+
+        if not trials.strip().isdigit():
+            raise TuituneError(f"trials must be a whole number, got {trials!r}")
+        url = sweep.default_storage()
+        params = [sweep.parse_spec(k, v) for k, v in self.search.items()]
+        d = sweep.build_definition(self.cfg.model_dump(mode="json"), params, trials=int(trials),
+                                   name=sweep.unique_name(sweep.default_name(self.cfg.name or "run"), url))
+        sweep.create_study(d, url)
+        h = self.tuitune.store.h
+        sweep.remember(h, d.name, url)
+        sweep.spawn_driver(h, d.name, url)
+        self.post_message(messages.OpenSweep(d.name, launched=True))
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
     def _launch(self) -> None:

@@ -86,6 +86,8 @@ def check_errors_are_exactly_the_misclassified_rows(classification_run, tiny_csv
     t, p = errors[0]["true_label"], errors[0]["pred_label"]
     out = _cli("errors", str(rid), "--true", t, "--pred", p)
     assert out.returncode == 0 and t in out.stdout and p in out.stdout
+    out = _cli("errors", str(rid), "--true", "no-such-label")
+    assert out.returncode != 0 and out.stderr.count("\n") == 1 and "positive" in out.stderr
     show = json.loads(_cli("show", str(rid), "--json").stdout)
     assert show["errors_stored"] == wrong and show["confusion"][-1]["matrix"] == matrix
     assert {c["phase"] for c in show["class_report"]} >= {"baseline", "final"}

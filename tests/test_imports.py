@@ -5,7 +5,7 @@ import sys
 
 from conftest import ROOT, tuitune_cmd
 
-HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate"]
+HEAVY = ["torch", "transformers", "peft", "trl", "datasets", "bitsandbytes", "accelerate", "optuna"]
 
 
 def _loaded_after(code: str) -> list[str]:
@@ -16,7 +16,8 @@ def _loaded_after(code: str) -> list[str]:
 
 def test_cli_and_core_do_not_import_ml_libraries():
     code = ("import tuitune.cli, tuitune.config, tuitune.history, tuitune.launcher, tuitune.demo, tuitune.sysmon, "
-            "tuitune.presets, tuitune.screens")
+            "tuitune.presets, tuitune.screens, tuitune.sweep, tuitune.sweep_cli, tuitune.screens.sweep, "
+            "tuitune.app")
     assert _loaded_after(code) == []
 
 

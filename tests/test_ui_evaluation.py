@@ -81,7 +81,8 @@ def test_matrix_fits_80x24_and_a_cell_lists_its_errors(tuitune_home):
             assert "final @ step 20 (3/3)" in str(scr.query_one("#ev-title").render())
             assert table.row_count == 10 and len(table.columns) == 11
             # the whole matrix is on screen: no horizontal scrolling needed at 80 columns
-            assert table.virtual_size.width <= table.size.width <= 80
+            await wait_for(pilot, lambda: table.virtual_size.width > 0, what="matrix laid out")
+            assert 60 < table.virtual_size.width <= table.size.width <= 80
             assert table.region.bottom <= 23  # above the footer
             # shading: the diagonal green, a wrong cell red
             diag = table.get_cell_at((2, 3))
@@ -139,6 +140,7 @@ def test_more_than_ten_labels_scroll_and_a_live_run_updates(tuitune_home):
                            and app.screen.query_one("#ev-matrix").row_count == 14, what="matrix")
             scr = app.screen
             table = scr.query_one("#ev-matrix")
+            await wait_for(pilot, lambda: table.virtual_size.width > 0, what="matrix laid out")
             assert table.virtual_size.width > table.size.width  # 14 labels: it scrolls sideways
             assert "live" in str(scr.query_one("#ev-title").render())
             # a new evaluation arrives: the screen follows it

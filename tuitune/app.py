@@ -42,6 +42,7 @@ class TuituneApp(App):
         self.predict_factory = predict_factory
         self.poll_s = poll_s
         self.draft: dict[str, Any] = {}  # the wizard's config in progress, in RunConfig's shape
+        self.draft_search: dict[str, str] = {}  # fields the wizard marks as searched: key -> SPEC
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
@@ -128,6 +129,14 @@ class TuituneApp(App):
 
         self.push_screen(CompareScreen(message.run_ids))
 
+    @on(messages.OpenSweep)
+    def open_sweep(self, message: messages.OpenSweep) -> None:
+        from tuitune.screens.sweep import SweepScreen, SweepsScreen
+
+        while message.launched and len(self.screen_stack) > 1 and not isinstance(self.screen, RunsScreen):
+            self.pop_screen()  # out of the wizard that launched it
+        self.push_screen(SweepScreen(message.name) if message.name else SweepsScreen())
+
     @on(messages.RunLaunched)
     def run_launched(self, message: messages.RunLaunched) -> None:
         while len(self.screen_stack) > 1 and not isinstance(self.screen, RunsScreen):
@@ -143,6 +152,7 @@ class TuituneApp(App):
         from tuitune.screens.wizard import ModelScreen
 
         self.draft = draft
+        self.draft_search = {}
         self.push_screen(ModelScreen())
 
 

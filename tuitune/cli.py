@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from tuitune import compress_cli
+from tuitune import compress_cli, sweep_cli
 from tuitune.errors import TuituneError
 from tuitune.formatting import (eta_seconds, f1_changes, fmt_change, fmt_clock, fmt_duration, fmt_metric,
                                  fmt_resources, fmt_time, probe_timeline, real_metrics, resources, short)
@@ -98,6 +98,8 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--base", action="store_true", help="ask the base model, before fine-tuning")
     add_generation_flags(pr)
 
+    sweep_cli.add_parsers(sub, common)
+
     cfg = sub.add_parser("config", parents=[common], help="print a preset's validated config (with --set applied)")
     cfg.add_argument("source", metavar="PRESET|FILE")
     cfg.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
@@ -134,6 +136,7 @@ def run_summary(h, run: RunRecord) -> dict[str, Any]:
         "main_metric": run.main_metric, "main_value": run.main_value, "baseline_value": run.baseline_value,
         "trainable_params": run.trainable_params, "total_params": run.total_params,
         "error": run.error, "pid": run.pid,
+        "sweep": run.sweep, "trial": run.trial, "params": run.params,
         "created_at": run.created_at, "started_at": run.started_at, "ended_at": run.ended_at,
         "run_dir": run.run_dir, "model_dir": _str(run.model_dir), "log": _str(run.log_path),
         **resources(run),
@@ -259,9 +262,13 @@ def cmd_errors(args, h) -> int:
     if spec is None or not spec.class_report:
         raise TuituneError(f"run {run.id} is a {run.task} run: errors are kept for classification runs "
                            "(true vs predicted labels); `tuitune show` has its probes")
-    rows = h.errors(run.id, true_label=args.true_label, pred_label=args.pred_label)
-    if not rows and h.confusion(run.id, "final") is None:
+    cm = h.confusion(run.id, "final")
+    if cm is None:
         raise TuituneError(f"run {run.id} ({run.status}) has no final evaluation yet: errors are stored after it")
+    for given in (args.true_label, args.pred_label):
+        if given is not None and given not in cm["labels"]:
+            raise TuituneError(f"label {given!r} is not one of run {run.id}'s: {', '.join(cm['labels'])}")
+    rows = h.errors(run.id, true_label=args.true_label, pred_label=args.pred_label)
     if args.json:
         _print_json([{k: r[k] for k in ("row", "true_label", "pred_label", "confidence", "text")} for r in rows])
         return 0
@@ -599,7 +606,7 @@ def _print_final(s: dict) -> None:
 COMMANDS = {"run": cmd_run, "runs": cmd_runs, "show": cmd_show, "stop": cmd_stop, "resume": cmd_resume,
             "delete": cmd_delete, "follow": cmd_follow, "presets": cmd_presets, "predict": cmd_predict,
             "compare": cmd_compare, "merge": cmd_merge, "config": cmd_config, "export": cmd_export,
-            "errors": cmd_errors, **compress_cli.COMMANDS}
+            "errors": cmd_errors, **compress_cli.COMMANDS, **sweep_cli.COMMANDS}
 
 
 def _warnings_to_stderr() -> None:

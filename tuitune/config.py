@@ -455,6 +455,7 @@ def load_config(source: str, overrides: Optional[list[str]] = None) -> RunConfig
     else:
         data = read_yaml(presets.preset_path(source))
         default_name = source
+    data.pop("sweep", None)  # a sweep preset runs once with its base values; `tuitune sweep` searches
     data = apply_overrides(data, list(overrides or []))
     data.setdefault("name", default_name)
     return validate_config(data)

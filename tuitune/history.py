@@ -39,7 +39,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE runs (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         name TEXT,
-        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES[:6])})),
         task TEXT, model TEXT, method TEXT, dataset TEXT,
         config TEXT NOT NULL,
         pid INTEGER, host TEXT,
@@ -123,6 +123,46 @@ MIGRATIONS: list[str] = [
         time INTEGER NOT NULL
     );
     CREATE INDEX compressions_run ON compressions(run_id, batch);
+    """,
+    # 4: hyperparameter sweeps. A trial is a run that knows its sweep, trial number and sampled
+    # parameters; a trial the pruner cut short ends as `pruned`. SQLite cannot alter a CHECK, so
+    # `runs` is rebuilt (SQLite's 12-step recipe; `_migrate` turns foreign keys off around it).
+    f"""
+    CREATE TABLE runs_new (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(repr(s) for s in STATUSES)})),
+        task TEXT, model TEXT, method TEXT, dataset TEXT,
+        config TEXT NOT NULL,
+        pid INTEGER, host TEXT,
+        created_at INTEGER NOT NULL, started_at INTEGER, ended_at INTEGER, heartbeat_at INTEGER,
+        run_dir TEXT,
+        step INTEGER DEFAULT 0, max_steps INTEGER,
+        main_metric TEXT, main_value REAL, baseline_value REAL,
+        trainable_params INTEGER, total_params INTEGER,
+        error TEXT,
+        stop_requested INTEGER NOT NULL DEFAULT 0,
+        wall_time_s REAL, train_time_s REAL, peak_ram_bytes INTEGER, peak_gpu_bytes INTEGER, tokens_per_s REAL,
+        sweep TEXT, trial INTEGER, params TEXT
+    );
+    INSERT INTO runs_new (id, name, status, task, model, method, dataset, config, pid, host, created_at,
+        started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
+        trainable_params, total_params, error, stop_requested,
+        wall_time_s, train_time_s, peak_ram_bytes, peak_gpu_bytes, tokens_per_s)
+    SELECT id, name, status, task, model, method, dataset, config, pid, host, created_at,
+        started_at, ended_at, heartbeat_at, run_dir, step, max_steps, main_metric, main_value, baseline_value,
+        trainable_params, total_params, error, stop_requested,
+        wall_time_s, train_time_s, peak_ram_bytes, peak_gpu_bytes, tokens_per_s FROM runs;
+    DROP TABLE runs;
+    ALTER TABLE runs_new RENAME TO runs;
+    CREATE INDEX runs_sweep ON runs(sweep, trial);
+    CREATE TABLE sweeps (
+        name TEXT PRIMARY KEY,
+        storage TEXT NOT NULL,
+        parent TEXT,
+        created_at INTEGER NOT NULL,
+        pid INTEGER, host TEXT
+    );
     """,
 ]
 COMPRESSION_LIVE = ("pending", "building", "measuring")
@@ -242,6 +282,10 @@ class History:
             )
         if version == len(MIGRATIONS):
             return
+        # Off while tables are rebuilt (a DROP of `runs` would otherwise cascade to every metric);
+        # the pragma is a no-op inside a transaction, so it goes first, and the keys are checked
+        # before the commit.
+        self.conn.execute("PRAGMA foreign_keys=OFF")
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             version = self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -249,12 +293,17 @@ class History:
                 for stmt in MIGRATIONS[i].split(";"):
                     if stmt.strip():
                         self.conn.execute(stmt)
+            broken = self.conn.execute("PRAGMA foreign_key_check").fetchall()
+            if broken:
+                raise TuituneError(f"history database {self.path}: migration left {len(broken)} dangling rows")
             self.conn.execute(f"PRAGMA user_version={len(MIGRATIONS)}")
             self.conn.execute("COMMIT")
             self.migrations_applied = len(MIGRATIONS) - version
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise
+        finally:
+            self.conn.execute("PRAGMA foreign_keys=ON")
 
     def close(self) -> None:
         self.conn.close()

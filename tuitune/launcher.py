@@ -33,10 +33,12 @@ def engine_command(run_id: int, processes: int = 1, *, resume: bool = False,
     return [sys.executable, *tail]
 
 
-def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = False) -> int:
+def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = False,
+           extra_env: Optional[dict[str, str]] = None) -> int:
     run_dir = paths.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = dict(os.environ)
+    env.update(extra_env or {})
     env["TUITUNE_HOME"] = str(paths.home())
     env.setdefault("PYTHONUNBUFFERED", "1")
     if cfg.training.processes > 1:
@@ -53,13 +55,18 @@ def _spawn(history: History, run_id: int, cfg: RunConfig, *, resume: bool = Fals
     return proc.pid
 
 
-def start_run(history: History, cfg: RunConfig) -> int:
-    """Record a queued run, write its config, and start its engine. Returns the run id."""
+def start_run(history: History, cfg: RunConfig, *, env: Optional[dict[str, str]] = None,
+              fields: Optional[dict] = None) -> int:
+    """Record a queued run, write its config, and start its engine. Returns the run id.
+    `fields` go on the run row before the engine starts (a sweep's trial link); `env` is added to
+    the engine's environment (e.g. CUDA_VISIBLE_DEVICES)."""
     run_id = history.create_run(cfg.model_dump(mode="json"), run_dir_for=paths.run_dir)
+    if fields:
+        history.update_run(run_id, **fields)
     run_dir = paths.run_dir(run_id)
     run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     private_text(run_dir / "config.yaml", scrub(cfg.to_yaml()))
-    _spawn(history, run_id, cfg)
+    _spawn(history, run_id, cfg, extra_env=env)
     return run_id
 
 

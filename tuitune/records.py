@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed")
+STATUSES = ("queued", "running", "completed", "failed", "stopped", "crashed", "pruned")  # pruned: a sweep cut it short
 LIVE = ("queued", "running")
 
 
@@ -66,13 +66,19 @@ class RunRecord(_Keyed):
     peak_ram_bytes: Optional[int] = None
     peak_gpu_bytes: Optional[int] = None
     tokens_per_s: Optional[float] = None
+    # a sweep's trial: the sweep's name, the trial number and the sampled parameters
+    sweep: Optional[str] = None
+    trial: Optional[int] = None
+    params: Optional[dict[str, Any]] = None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> "RunRecord":
-        """From a `runs` row (sqlite3.Row or dict); the config column is JSON text."""
+        """From a `runs` row (sqlite3.Row or dict); the config and params columns are JSON text."""
         d = dict(row)
         config = d.get("config")
         d["config"] = json.loads(config) if isinstance(config, str) and config else (config or {})
+        if isinstance(d.get("params"), str):
+            d["params"] = json.loads(d["params"])
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
