@@ -3,7 +3,10 @@ clear message, never a crash."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+import threading
+from typing import TYPE_CHECKING, Any, cast
+
+from textual import work
 
 from textual.screen import ModalScreen, Screen
 from textual.worker import Worker, WorkerState
@@ -38,7 +41,51 @@ class TuituneScreenMixin:
 
 
 class BaseScreen(TuituneScreenMixin, Screen):
-    pass
+    def action_leave(self) -> None:
+        self.app.pop_screen()
+
+
+class PolledScreen(BaseScreen):
+    """A screen whose data `_read()` is read in a worker thread every few polls (never two reads at
+    once) and handed to `_show(data)` on the UI thread."""
+
+    _loading = False
+
+    def start_polling(self, focus: str) -> None:
+        self.query_one(focus).focus()
+        self.reload()
+        self.set_interval(self.tuitune.poll_s * 4, self.reload)
+
+    def reload(self) -> None:
+        if not self._loading:
+            self._loading = True
+            self._load()
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="reload")
+    def _load(self) -> None:
+        try:
+            data = self._read()
+        finally:
+            self._loading = False
+        self.app.call_from_thread(self._show, data)
+
+    def _read(self) -> Any:
+        raise NotImplementedError
+
+    def _show(self, data: Any) -> None:
+        raise NotImplementedError
+
+
+class ServedScreen(BaseScreen):
+    """A screen that asks a long-lived engine `serve` process (`self.client`); leaving it stops
+    that process off the UI thread."""
+
+    client: Any = None
+
+    def on_unmount(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            threading.Thread(target=client.close, daemon=True).start()
 
 
 class BaseModal(TuituneScreenMixin, ModalScreen):

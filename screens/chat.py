@@ -20,7 +20,7 @@ from textual.message import Message
 from textual.widgets import Checkbox, Footer, Header, Input, Label, Static
 
 from tuitune.errors import TuituneError
-from tuitune.screens.base import BaseScreen
+from tuitune.screens.base import ServedScreen
 
 SIDES = ("tuned", "base")
 TITLES = {"tuned": "fine-tuned", "base": "base model"}
@@ -65,7 +65,7 @@ class Conversation:
         return "\n".join(lines).rstrip() or "[dim](no conversation yet)[/dim]"
 
 
-class ChatScreen(BaseScreen):
+class ChatScreen(ServedScreen):
     BINDINGS = [Binding("escape", "leave", "Back"), Binding("ctrl+b", "toggle_base", "Base on/off"),
                 Binding("ctrl+r", "reset", "New chat")]
 
@@ -237,13 +237,3 @@ class ChatScreen(BaseScreen):
         self.chats = {side: Conversation() for side in SIDES}
         self._status("new chat")
         self._draw_all()
-
-    def action_leave(self) -> None:
-        self.app.pop_screen()
-
-    def on_unmount(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            import threading
-
-            threading.Thread(target=client.close, daemon=True).start()

@@ -177,6 +177,3 @@ class CompressScreen(BaseScreen):
             self.tuitune.show_error(error)
         else:
             self._set_status("compress finished: the table holds every variant measured for this run")
-
-    def action_leave(self) -> None:
-        self.app.pop_screen()

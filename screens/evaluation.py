@@ -316,6 +316,3 @@ class EvaluationScreen(BaseScreen):
     def action_clear_filter(self) -> None:
         self.cell = None
         self._draw_errors()
-
-    def action_leave(self) -> None:
-        self.app.pop_screen()

@@ -323,9 +323,6 @@ class MonitorScreen(BaseScreen):
         self.cursor = None
         self._draw()
 
-    def action_leave(self) -> None:
-        self.app.pop_screen()
-
     def _status(self) -> str:
         return self.run.status if self.run else "loading"
 
@@ -438,6 +435,3 @@ class CompareScreen(BaseScreen):
     def action_toggle_eval(self) -> None:
         self.key = "eval/loss" if self.key == "train/loss" else "train/loss"
         self._draw()
-
-    def action_leave(self) -> None:
-        self.app.pop_screen()

@@ -15,7 +15,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.widgets import Footer, Header, Input, Static
 
-from tuitune.screens.base import BaseScreen, explain
+from tuitune.screens.base import ServedScreen, explain
 
 EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -37,7 +37,7 @@ def answer_lines(answer: Optional[dict[str, Any]], width: int = 14) -> str:
     return "\n".join(out)
 
 
-class PredictScreen(BaseScreen):
+class PredictScreen(ServedScreen):
     BINDINGS = [Binding("escape", "leave", "Back"), Binding("ctrl+b", "toggle_base", "Base on/off")]
 
     def __init__(self, run_id: int, text: str = "This is a [MASK] movie!"):
@@ -105,16 +105,6 @@ class PredictScreen(BaseScreen):
     def action_toggle_base(self) -> None:
         self.show_base = not self.show_base
         self.ask(self.query_one("#pred-text", Input).value)
-
-    def action_leave(self) -> None:
-        self.app.pop_screen()
-
-    def on_unmount(self) -> None:
-        client, self.client = self.client, None
-        if client is not None:
-            import threading
-
-            threading.Thread(target=client.close, daemon=True).start()
 
 
 __all__ = ["PredictScreen", "bar", "answer_lines", "explain"]

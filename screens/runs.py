@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from tuitune.formatting import fmt_duration, fmt_metric, fmt_time, short
 from tuitune.records import RunRecord
 from tuitune.screens import messages
-from tuitune.screens.base import BaseScreen
+from tuitune.screens.base import PolledScreen
 from tuitune.screens.dialogs import ConfirmDialog
 from tuitune.errors import TuituneError
 
@@ -20,7 +20,7 @@ COLUMNS = [("id", "id"), ("status", "status"), ("model", "model"), ("method", "m
 SORTS = ["id", "status", "model", "metric"]
 
 
-class RunsScreen(BaseScreen):
+class RunsScreen(PolledScreen):
     BINDINGS = [
         Binding("enter", "open", "Open", show=True, priority=False),
         Binding("n", "new", "New"),
@@ -42,7 +42,6 @@ class RunsScreen(BaseScreen):
         self.runs: list[RunRecord] = []
         self.marked: set[int] = set()
         self.sort_by = "id"
-        self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -55,26 +54,14 @@ class RunsScreen(BaseScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#runs", DataTable).focus()
-        self.refresh_runs()
-        self.set_interval(self.tuitune.poll_s * 4, self.refresh_runs)
+        self.start_polling("#runs")
 
     def on_screen_resume(self) -> None:
-        self.refresh_runs()
+        self.reload()
 
     # -- data ------------------------------------------------------------------------------------
-    def refresh_runs(self) -> None:
-        if not self._loading:
-            self._loading = True
-            self._load()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="runs")
-    def _load(self) -> None:
-        try:
-            runs = self.tuitune.store.runs()
-        finally:
-            self._loading = False
-        self.app.call_from_thread(self._show, runs)
+    def _read(self) -> list[RunRecord]:
+        return self.tuitune.store.runs()
 
     def _row(self, r: RunRecord) -> list[str]:
         mark = "●" if r.id in self.marked else " "
@@ -185,7 +172,7 @@ class RunsScreen(BaseScreen):
     def _stop(self, run_id: int) -> None:
         self.tuitune.store.stop(run_id)
         self.app.call_from_thread(self.notify, f"run {run_id}: stop requested")
-        self.app.call_from_thread(self.refresh_runs)
+        self.app.call_from_thread(self.reload)
 
     def action_delete(self) -> None:
         run = self.current()
@@ -207,7 +194,7 @@ class RunsScreen(BaseScreen):
         self.tuitune.store.delete(run_id)
         self.marked.discard(run_id)
         self.app.call_from_thread(self.notify, f"deleted run {run_id}")
-        self.app.call_from_thread(self.refresh_runs)
+        self.app.call_from_thread(self.reload)
 
     def action_predict(self) -> None:
         run = self.current()

@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from tuitune.screens import messages
-from tuitune.screens.base import BaseScreen
+from tuitune.screens.base import BaseScreen, PolledScreen
 
 
 def _fmt(v: Any) -> str:
@@ -53,7 +53,7 @@ def importance_lines(imp: dict[str, float], width: int = 8) -> list[str]:
     return out
 
 
-class SweepScreen(BaseScreen):
+class SweepScreen(PolledScreen):
     """One sweep, live: a timer re-reads the study (a worker; one read at a time)."""
 
     BINDINGS = [
@@ -66,7 +66,6 @@ class SweepScreen(BaseScreen):
         super().__init__()
         self.sweep_name = name
         self.summary: Optional[dict[str, Any]] = None
-        self._loading = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -79,22 +78,10 @@ class SweepScreen(BaseScreen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#sw-table", DataTable).focus()
-        self.refresh_sweep()
-        self.set_interval(self.tuitune.poll_s * 4, self.refresh_sweep)
+        self.start_polling("#sw-table")
 
-    def refresh_sweep(self) -> None:
-        if not self._loading:
-            self._loading = True
-            self._load()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="sweep")
-    def _load(self) -> None:
-        try:
-            s = load_summary(self.tuitune.store.h, self.sweep_name)
-        finally:
-            self._loading = False
-        self.app.call_from_thread(self._show, s)
+    def _read(self) -> dict[str, Any]:
+        return load_summary(self.tuitune.store.h, self.sweep_name)
 
     def _show(self, s: dict[str, Any]) -> None:
         self.summary = s

@@ -8,7 +8,7 @@ import os
 
 import pytest
 from conftest import run_in_process, tiny_config
-from test_ui import wait_for
+from ui_helpers import wait_for
 
 from tuitune.app import make_app
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 from conftest import tuitune_cmd
-from test_ui import wait_for
+from ui_helpers import wait_for
 from ui_helpers import T0, seed_history
 
 from tuitune.app import make_app

@@ -304,24 +304,16 @@ def test_gguf_round_trip_of_a_merged_llama_lora_run(bpe_llama, tmp_path):
 
 def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_run, monkeypatch):
     import asyncio
-    import time
 
     from tuitune.app import make_app
     from tuitune.compress_cli import ORDER
     from tuitune.history import History
+    from ui_helpers import wait_for
 
     before = {r["variant"]: r for r in History().compressions(cls_run)}
     # The engine measures in its own process here (a fresh process per variant, which the CLI test covers,
     # costs a torch + transformers import each: most of this test's time).
     monkeypatch.setenv("TUITUNE_COMPRESS_IN_PROCESS", "1")
-
-    async def wait_for(pilot, cond, timeout=180.0, what="condition"):
-        t = time.monotonic()
-        while time.monotonic() - t < timeout:
-            if cond():
-                return
-            await pilot.pause(0.2)
-        raise AssertionError(f"timed out waiting for {what}")
 
     async def go():
         app = make_app(poll_s=0.2)

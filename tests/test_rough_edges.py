@@ -82,18 +82,9 @@ def test_predict_names_the_models_own_mask_token(tiny_bert, tiny_csv):
 # -- the UI at 80x24 (Pilot) ----------------------------------------------------------------------
 
 import asyncio  # noqa: E402
-import time  # noqa: E402
+from ui_helpers import wait_for  # noqa: E402
 
 import pytest  # noqa: E402
-
-
-async def _until(pilot, cond, timeout: float = 20.0, what: str = "condition"):
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _footer(app) -> str:
@@ -161,7 +152,7 @@ def test_dataset_token_stats_say_truncated_and_suggest_a_max_length(tuitune_home
             app.push_screen(DatasetScreen())
             await pilot.pause(0.2)
             stats = app.screen.query_one("#data-stats")
-            await _until(pilot, lambda: "tokens (" in str(stats.render()), 30, "token stats")
+            await wait_for(pilot, lambda: "tokens (" in str(stats.render()), 30, "token stats")
             text = str(stats.render())
             lines = [ln for ln in text.splitlines() if ln.strip()]
             assert any(ln.strip().startswith("max_length 16 truncates") for ln in lines), text
@@ -211,7 +202,7 @@ def test_monitor_footer_and_tidy_log(tuitune_home, status):
             app.push_screen(MonitorScreen(rid))
             await pilot.pause(0.2)
             mon = app.screen
-            await _until(pilot, lambda: mon.run.get("status") == status, what="the run read")
+            await wait_for(pilot, lambda: mon.run.get("status") == status, what="the run read")
             await pilot.pause(0.2)
             footer = _footer(app)
             # a replay has nothing to stop; a live run has nothing to predict with yet

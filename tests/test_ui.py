@@ -11,12 +11,11 @@ import os
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from conftest import tiny_config
-from ui_helpers import seed_history
+from ui_helpers import seed_history, wait_for
 from tuitune.app import make_app
 
 os.environ["TZ"] = "UTC"
@@ -34,15 +33,6 @@ def token_rows(panel) -> list[tuple[str, float]]:
     assert scores == sorted(scores, reverse=True) and all(0 <= s <= 1 for s in scores), rows
     assert sum(scores) <= 1.005, rows
     return rows
-
-
-async def wait_for(pilot, cond, timeout: float = 90.0, what: str = "condition"):
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        if cond():
-            return
-        await pilot.pause(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_ui_imports_no_torch():

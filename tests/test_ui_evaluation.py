@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-import time
 
 import pytest
 
 from tuitune import paths
 from tuitune.app import make_app
 from tuitune.history import History
+from ui_helpers import wait_for
 
 os.environ["TZ"] = "UTC"
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -52,15 +52,6 @@ def seed(n_labels: int, *, status: str = "completed") -> tuple[int, list[str], l
     h.log_errors(rid, "final", 20, errors)
     h.close()
     return rid, labels, final
-
-
-async def wait_for(pilot, cond, timeout: float = 15.0, what: str = "condition"):
-    t = time.monotonic()
-    while time.monotonic() - t < timeout:
-        if cond():
-            return
-        await pilot.pause(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_matrix_fits_80x24_and_a_cell_lists_its_errors(tuitune_home):

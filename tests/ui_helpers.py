@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 
 from tuitune import paths
 from tuitune.history import History
+
+async def wait_for(pilot, cond, timeout: float = 20.0, what: str = "condition"):
+    """Let a Pilot-driven app run until `cond()` holds; fail after `timeout` seconds naming `what`."""
+    t = time.monotonic()
+    while time.monotonic() - t < timeout:
+        if cond():
+            return
+        await pilot.pause(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
 
 T0 = 1_700_000_000_000  # fixed epoch ms: no clocks in snapshots
 
