@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, cast
 from textual import work
 
 from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable
 from textual.worker import Worker, WorkerState
 
 from tuitune.errors import TuituneError
@@ -25,6 +26,17 @@ def explain(err: BaseException | None) -> str:
         return str(err)
     text = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
+
+
+def cursor_row_id(table: DataTable) -> int | None:
+    """The integer key of the row under the table's cursor; None on an empty table."""
+    if not table.row_count:
+        return None
+    try:
+        key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
+    except Exception:
+        return None
+    return int(key.value) if key and key.value else None
 
 
 class TuituneScreenMixin:

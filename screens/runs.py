@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Header, Input, Static
 from tuitune.formatting import fmt_duration, fmt_metric, fmt_time, short
 from tuitune.records import RunRecord
 from tuitune.screens import messages
-from tuitune.screens.base import PolledScreen
+from tuitune.screens.base import PolledScreen, cursor_row_id
 from tuitune.screens.dialogs import ConfirmDialog
 from tuitune.errors import TuituneError
 
@@ -99,14 +99,7 @@ class RunsScreen(PolledScreen):
                         + (f" · marked: {', '.join(map(str, sorted(self.marked)))}" if self.marked else ""))
 
     def current_id(self) -> int | None:
-        table = self.query_one("#runs", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return int(key.value) if key and key.value else None
+        return cursor_row_id(self.query_one("#runs", DataTable))
 
     def current(self) -> RunRecord | None:
         rid = self.current_id()

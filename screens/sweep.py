@@ -17,7 +17,7 @@ from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
 from tuitune.screens import messages
-from tuitune.screens.base import BaseScreen, PolledScreen
+from tuitune.screens.base import BaseScreen, PolledScreen, cursor_row_id
 
 
 def _fmt(v: Any) -> str:
@@ -120,14 +120,7 @@ class SweepScreen(PolledScreen):
         plot.refresh()
 
     def current_trial(self) -> Optional[int]:
-        table = self.query_one("#sw-table", DataTable)
-        if not table.row_count:
-            return None
-        try:
-            key = table.coordinate_to_cell_key(table.cursor_coordinate).row_key
-        except Exception:
-            return None
-        return int(key.value) if key and key.value else None
+        return cursor_row_id(self.query_one("#sw-table", DataTable))
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_open()
