@@ -216,9 +216,9 @@ def cmd_show(args, h) -> int:
         m = summary["metrics"] if phase == "final" else summary[phase]
         if m:
             label = phase if phase != "final" else _metrics_label(summary)
-            print(f"  {label:8s} {({k: round(v, 4) for k, v in real_metrics(m).items()})}")
+            print(f"  {label:8s} {({k: float(format(v, '.4g')) for k, v in real_metrics(m).items()})}")
     if summary["latest"] and run.live:
-        shown = {k: round(v, 4) for k, v in summary["latest"].items() if k.startswith("train/")}
+        shown = {k: float(format(v, ".4g")) for k, v in summary["latest"].items() if k.startswith("train/")}
         print(f"  latest   {shown}")
     if not run.live and run.started_at:
         print(f"  cost     {fmt_resources(run)}")
