@@ -3,36 +3,19 @@
 `HistoryCallback` writes every logged value (floats from `state.log_history`, never parsed from
 stdout), evaluations, checkpoints and the step; it turns a stop request (SIGTERM, Ctrl-C in the
 CLI, the UI's stop key, `tuitune stop`) into a graceful stop with a checkpoint.
-`SystemSampler` writes CPU/RAM/GPU readings ~1/s and a heartbeat from a background thread.
-Only the main process (rank 0) writes.
+`SystemSampler` (in `live`, which imports no ML library) writes CPU/RAM/GPU readings ~1/s and a
+heartbeat from a background thread. Only the main process (rank 0) writes.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Optional
 
 from transformers import TrainerCallback
 
-from tuitune import sysmon
+from tuitune.engine.live import StopFlag, SystemSampler  # noqa: F401 - importable from here as before
 from tuitune.history import History
-
-
-class StopFlag:
-    """Set by a signal handler or a stop request in the history; read at every step."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self.reason: Optional[str] = None
-
-    def set(self, reason: str) -> None:
-        if not self.event.is_set():
-            self.reason = reason
-            self.event.set()
-
-    def __bool__(self) -> bool:
-        return self.event.is_set()
 
 
 def metric_key(k: str) -> str:
@@ -130,35 +113,3 @@ class HistoryCallback(TrainerCallback):
     def on_save(self, args, state, control, **kw):
         if self._main(state):
             self.h.log_event(self.run_id, "checkpoint", f"checkpoint-{state.global_step}", step=state.global_step)
-
-
-class SystemSampler(threading.Thread):
-    """CPU, RAM and GPU readings ~1/s, plus the run's heartbeat. Its own connection."""
-
-    def __init__(self, db_path, run_id: int, interval_s: float = 1.0, step_fn=None):
-        super().__init__(daemon=True, name="tuitune-sysmon")
-        self.db_path = db_path
-        self.run_id = run_id
-        self.interval_s = interval_s
-        self.step_fn = step_fn or (lambda: None)
-        self._halt = threading.Event()
-
-    def run(self):
-        h = History(self.db_path)
-        try:
-            import psutil
-
-            psutil.cpu_percent(interval=None)  # the first reading is always 0.0
-        except Exception:
-            pass
-        while not self._halt.wait(self.interval_s):
-            try:
-                step = self.step_fn()
-                h.log_system(self.run_id, sysmon.sample(), step=step)
-                h.heartbeat(self.run_id, step or None)  # the step shows live between log lines
-            except Exception:
-                pass  # a busy database or a full disk must not kill training; the next tick retries
-        h.close()
-
-    def halt(self):
-        self._halt.set()

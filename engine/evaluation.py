@@ -106,10 +106,11 @@ def peak_ram_bytes() -> int:
 
 
 def peak_gpu_bytes() -> Optional[int]:
-    """The peak GPU memory torch reserved in this process (None without CUDA)."""
+    """The peak GPU memory torch reserved in this process (None without CUDA, or before torch loaded)."""
+    torch = sys.modules.get("torch")
+    if torch is None:  # a run that failed before loading torch used no GPU (and need not load it now)
+        return None
     try:
-        import torch
-
         if not torch.cuda.is_available():
             return None
         return int(max(torch.cuda.max_memory_reserved(i) for i in range(torch.cuda.device_count())))

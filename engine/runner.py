@@ -48,7 +48,7 @@ class Run:
         self.row = row
         self.cfg = stored_config(row["config"])
         self.run_dir = Path(row["run_dir"]) if row.get("run_dir") else Path.cwd()
-        from tuitune.engine.callbacks import StopFlag
+        from tuitune.engine.live import StopFlag
 
         self.stop = StopFlag()
         from tuitune.engine.evaluation import Clock
@@ -63,10 +63,10 @@ class Run:
 
     # -- building ---------------------------------------------------------------------------------
     def build(self):
-        from tuitune.engine import faults, methods, models
-        from tuitune.engine.callbacks import HistoryCallback
+        # The model path and the data are checked before the Trainer's imports (peft, accelerate):
+        # a mistyped path fails in a second or two, not after the whole ML stack has loaded.
+        from tuitune.engine import methods, models
         from tuitune.engine.tasks import TokenCounter, get_task
-        from tuitune.engine.trainer_args import trainer_callbacks
 
         cfg = self.cfg
         if cfg.model.trust_remote_code and self.main:
@@ -83,6 +83,10 @@ class Run:
         self._mark("tokenizer", "tokenizer loaded")
         self.dataset = task.prepare(self.tokenizer)
         self._mark("data", ", ".join(f"{k} {len(v):,}" for k, v in self.dataset.items()))
+        from tuitune.engine import faults
+        from tuitune.engine.callbacks import HistoryCallback
+        from tuitune.engine.trainer_args import trainer_callbacks
+
         model = task.load_model(self.model_path)  # seeds first: a new head's weights are part of the run
         model = methods.apply_method(model, cfg, task)
         self.model = model
@@ -197,7 +201,7 @@ class Run:
 
     def execute(self) -> int:
         """Returns the process exit code (0 completed or stopped, 1 failed)."""
-        from tuitune.engine.callbacks import SystemSampler
+        from tuitune.engine.live import SystemSampler
         from tuitune.engine.evaluation import Clock
 
         self.clock = Clock()
@@ -253,8 +257,6 @@ class Run:
         return 1
 
     def _execute(self) -> int:
-        import torch
-
         cfg, h = self.cfg, self.h
         attempts = 0
         while True:
@@ -276,7 +278,9 @@ class Run:
                         h.update_run(self.run_id, baseline_value=base[key])
                 self._train(resume_from)
                 break
-            except (torch.OutOfMemoryError, MemoryError) as err:
+            except Exception as err:
+                if not out_of_memory(err):
+                    raise
                 traceback.print_exc()
                 t = cfg.training
                 if not t.auto_retry_oom or t.per_device_train_batch_size <= 1 or attempts >= 4:
@@ -370,6 +374,14 @@ class Run:
 
 
 SWEEP_GONE = "sweep process gone"
+
+
+def out_of_memory(err: BaseException) -> bool:
+    """torch's out-of-memory error (torch is loaded by then if it was raised) or Python's MemoryError."""
+    if isinstance(err, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(err, torch.OutOfMemoryError)
 
 
 def watch_sweep(stop) -> None:
