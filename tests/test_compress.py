@@ -206,6 +206,31 @@ def test_structured_pruning_refuses_an_unknown_architecture_in_one_line(tmp_path
     assert not (Path(rows["prune-30"]["path"]).parent / "prune-ffn-50").exists()
 
 
+def test_speed_is_against_the_fp32_of_the_same_compress_call(tuitune_home):
+    """Re-running one variant on a busier machine re-measures fp32 too: the other variants keep the
+    speed-up measured against their own call's fp32, not the new, slower one."""
+    from tuitune.compress_cli import table_rows
+    from tuitune.history import History
+
+    h = History()
+    rid = h.create_run({"name": "c", "task": "classification", "model": {"name_or_path": "m"},
+                        "data": {"path": "d"}, "method": {"name": "full"}})
+
+    def call(latencies: dict) -> None:
+        batch = h.start_compression(rid, list(latencies), 0)
+        ref = latencies["fp32"]
+        for v, ms in latencies.items():
+            h.update_compression(batch, v, status="done", size_bytes=100, latency_p50_ms=ms, latency_p95_ms=ms,
+                                 throughput=1.0, peak_rss=1, metrics=json.dumps({"accuracy": 0.9}),
+                                 info=json.dumps({"speedup_b1": round(ref / ms, 3), "size_ratio": 1.0}))
+
+    call({"fp32": 50.0, "int8-dynamic": 30.0, "prune-30": 50.0})
+    call({"fp32": 900.0, "prune-30": 1200.0})  # a later call under load
+    headers, cells = table_rows(h.compressions(rid), "classification")
+    speed = {c[0]: c[headers.index("×speed")] for c in cells}
+    assert speed == {"fp32": "1.00", "int8-dynamic": "1.67", "prune-30": "0.75"}
+
+
 def test_history_migration_adds_compressions_to_an_old_database(tmp_path):
     from tuitune import history
 

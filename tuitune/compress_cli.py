@@ -105,7 +105,12 @@ def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) 
                  f"{r['latency_p50_ms']:.1f}"]
         if not compact:
             cells.append(f"{r['latency_p95_ms']:.1f}")
-        cells += [f"{ref['latency_p50_ms'] / r['latency_p50_ms']:.2f}" if ref else "-",
+        # speed against the fp32 measured in the same compress call (the engine stores it): a variant
+        # re-run later, on a machine busier or idler than before, is not compared with another fp32
+        speed = (r.get("info") or {}).get("speedup_b1")
+        if speed is None and ref:
+            speed = ref["latency_p50_ms"] / r["latency_p50_ms"]
+        cells += ["-" if speed is None else f"{speed:.2f}",
                   f"{r['throughput']:.0f}", f"{(r.get('peak_rss') or 0) / 2**20:.0f}",
                   "-" if q is None else (f"{q:.4f}" if metric == "accuracy" and not compact else
                                          f"{q:.3f}")]
