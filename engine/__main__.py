@@ -78,6 +78,7 @@ def main(argv=None) -> int:
         if args.cmd == "export-model":
             from tuitune.engine import export_model
 
+            _interrupt_on_signals()  # the half-written export folder is removed as it unwinds
             print(json.dumps(export_model.export(args.run_id, args.out, merge=args.merge, fmt=args.format,
                                                  push_to_hub=args.push_to_hub)))
             return 0

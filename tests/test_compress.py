@@ -241,7 +241,7 @@ def test_impossible_variants_get_one_line_from_the_cli_and_the_others_still_run(
     assert not (Path(rows["fp32"]["path"]).parent / "prune-ffn-50").exists()
 
 
-def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shared_home, cls_run):
+def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shared_home, cls_run, monkeypatch):
     """`kill -9` of the engine mid-build leaves only a dot-named temporary folder (never read as a
     variant; the row reads `interrupted`); Ctrl-C (here: an exception in the progress callback) makes
     the engine unwind and remove its folder; the next compress removes what a killed one left."""
@@ -253,10 +253,15 @@ def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shar
 
     out_dir = paths.run_dir(cls_run) / "compressed"
 
-    def visible():
-        return {p.name: _digest(p) for p in out_dir.iterdir() if not p.name.startswith(".")} if out_dir.exists() else {}
+    def prune_30():
+        """The visible prune-30 folder's digest (None when absent); every visible folder is complete."""
+        if not out_dir.exists():
+            return None
+        shown = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
+        assert all((p / "tuitune.json").is_file() for p in shown), [p.name for p in shown]
+        return _digest(out_dir / "prune-30") if (out_dir / "prune-30").exists() else None
 
-    before = visible()
+    before = prune_30()
     proc = subprocess.Popen([sys.executable, "-m", "tuitune.engine", "compress", str(cls_run), "--variant", "prune-30",
                              "--recover-steps", "400", "--in-process"], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True)
@@ -266,7 +271,7 @@ def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shar
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(timeout=30) == -signal.SIGKILL
     proc.stdout.close()
-    assert visible() == before
+    assert prune_30() == before
     assert [p.name for p in out_dir.iterdir() if p.name.startswith(".prune-30.tmp-")] == [f".prune-30.tmp-{proc.pid}"]
     assert {r["variant"]: r for r in History().compressions(cls_run)}["prune-30"]["status"] == "interrupted"
 
@@ -274,9 +279,10 @@ def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shar
         if "recovery step" in msg:
             raise KeyboardInterrupt
 
+    monkeypatch.setenv("TUITUNE_COMPRESS_IN_PROCESS", "1")  # fp32 measured in the engine: no extra process
     with pytest.raises(KeyboardInterrupt):
         compress_cli.run_compress(cls_run, ["prune-30"], 400, on_progress=ctrl_c)
-    assert visible() == before
+    assert prune_30() == before
     assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == []
     assert {r["variant"]: r for r in History().compressions(cls_run)}["prune-30"]["status"] == "interrupted"
 
