@@ -164,19 +164,22 @@ def cmd_compress(args, h) -> int:
     run = _check_run(h, args.run)
     if args.recover_steps < 0:
         raise TuituneError("--recover-steps must be ≥ 0")
+    this_call = None
     if not args.show:
         progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-        run_compress(run.id, args.variant, args.recover_steps, progress)
-    rows = h.compressions(run.id)
+        this_call = run_compress(run.id, args.variant, args.recover_steps, progress)["rows"]
+    rows = h.compressions(run.id)  # the newest row of every variant, this call's and earlier ones
     if not rows:
         raise TuituneError(f"run {run.id} has no compressed variants yet: `tuitune compress {run.id}`")
+    # exit 0 when this call built a variant (with --show: when one is there), 1 when none
+    built = any(r["status"] == "done" and r["variant"] != BASELINE for r in (this_call or rows))
     if args.json:
         _print_json({"id": run.id, "task": run.task, "variants": ordered(rows)})
-        return 0
+        return 0 if built else 1
     headers, cells = table_rows(rows, run.task)
     print(_table(cells, headers))
     print(f"variants in {os.path.join(run.run_dir, 'compressed')}")
-    return 0 if any(r["status"] == "done" and r["variant"] != BASELINE for r in rows) else 1
+    return 0 if built else 1
 
 
 def cmd_export_model(args, h) -> int:
