@@ -405,11 +405,11 @@ def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_ru
             await pilot.press("c")
             await wait_for(pilot, lambda: type(app.screen).__name__ == "CompressScreen", 10, "compress view")
             screen = app.screen
-            table = screen.query_one("#cmp-table")
+            table = screen.query_one("#cx-table")
             await wait_for(pilot, lambda: table.row_count == len(ORDER), 20, "variants listed")
             assert table.virtual_size.width <= 80, "the table needs no horizontal scrolling at 80 columns"
             await pilot.press(*["down"] * ORDER.index("prune-ffn-50"))
-            assert "feed-forward" in str(screen.query_one("#cmp-detail").render())
+            assert "feed-forward" in str(screen.query_one("#cx-detail").render())
             await pilot.press("t")  # recovery steps 0 → 20
             assert screen.recover_steps == 20
             await pilot.press("enter")

@@ -432,7 +432,7 @@ def _predict_many(args, run: RunRecord) -> int:
 
 
 def cmd_compare(args, h) -> int:
-    from tuitune.compare import compare, format_table, table_rows
+    from tuitune.compare import compare, fmt_value, format_table, table_rows
 
     data = compare(h, args.runs)
     if args.json:
@@ -441,7 +441,7 @@ def cmd_compare(args, h) -> int:
     print(format_table(table_rows(data)))
     if data["config_diff"]:
         print("\nconfig differences:")
-        rows = [[d["key"]] + [short(str(v), 24) for v in d["values"]] for d in data["config_diff"]]
+        rows = [[d["key"]] + [short(fmt_value(v), 24) for v in d["values"]] for d in data["config_diff"]]
         print(format_table([["field"] + [f"run {r['id']}" for r in data["runs"]]] + rows))
     else:
         print("\nconfigs are identical")
