@@ -28,7 +28,10 @@ def _compile_on_first_call(real_compile):
         def wrapper(*args, **kw):
             nonlocal compiled
             if compiled is None:
-                compiled = real_compile(model, **kwargs)
+                try:
+                    compiled = real_compile(model, **kwargs)
+                except Exception:  # noqa: BLE001 - refused where it was asked for: the plain function, as before
+                    compiled = model
             return compiled(*args, **kw)
 
         return wrapper

@@ -47,3 +47,18 @@ def test_screens_do_not_import_one_another():
         if screens:
             found[path.name] = sorted(screens)
     assert found == {}
+
+
+def test_engine_start_up_leaves_torchs_compiler_unloaded():
+    """`import peft` imports bitsandbytes, whose kernels call `torch.compile` at import: in an engine
+    process that call compiles on first use instead, so start-up does not load torch._inductor
+    (seconds per engine process), and bitsandbytes is still the real, usable module."""
+    code = ("import sys, tuitune.engine, peft, bitsandbytes, torch\n"
+            "assert 'torch._inductor.compile_fx' not in sys.modules, 'bitsandbytes loaded the compiler'\n"
+            "assert bitsandbytes.__spec__.loader.__class__.__name__ == 'SourceFileLoader'\n"
+            "w = torch.randn(64, 64)\n"
+            "q, state = bitsandbytes.functional.quantize_4bit(w, quant_type='nf4')\n"
+            "back = bitsandbytes.functional.dequantize_4bit(q, state)\n"
+            "assert (back - w).abs().mean() < 0.1 * w.abs().mean(), 'nf4 round trip'\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
