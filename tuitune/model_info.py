@@ -49,7 +49,8 @@ class ModelInfo:
                 for m in ("full", "lora", "qlora")}
 
     def estimate(self, method: str, batch: int, length: int, *, task: str = "classification",
-                 load_in: str = "none", virtual_tokens: int = 0, checkpointing: bool = False) -> dict[str, int]:
+                 load_in: str = "none", virtual_tokens: int = 0, checkpointing: bool = False,
+                 lora_targets: Optional[list[str]] = None, lora_dropout: float = 0.1) -> dict[str, int]:
         """Peak resident memory of the engine process training this model on CPU (fp32), in bytes,
         by part, for batches of `batch` rows padded to `length` tokens (`tuitune.dataset_info.
         batch_length` says how long the data's batches really are; data.max_length is the most).
@@ -66,7 +67,9 @@ class ModelInfo:
           ACT_PER_INNER·inner width (×2 for a gated MLP) + ACT_PER_HEAD·heads·length (attention
           scores), times layers (one layer for last_layer, which backpropagates through none; with
           gradient checkpointing, one hidden state per layer plus one layer's); DPO doubles the rows
-          (chosen and rejected), prompt tuning lengthens them by its virtual tokens;
+          (chosen and rejected), prompt tuning lengthens them by its virtual tokens; LoRA with
+          dropout keeps each adapted layer's dropped-out input too (fp32 + a 1-byte mask: 5 B per
+          input unit; the default targets: two attention projections);
         - logits: a masked-LM head's batch·length·vocab fp32 logits, LOGIT_COPIES copies (logits,
           softmax, gradient); a causal LM's head runs through TRL's chunked log-prob kernel, which
           holds HEAD_TILES tiles of at most 4,096 tokens × 32,768 vocabulary entries in fp32.
@@ -88,6 +91,9 @@ class ModelInfo:
         seqs = batch * (2 if pairs else 1)
         n = length + (virtual_tokens if _method_prompt_learning(method) else 0)
         per_token = ACT_PER_HIDDEN * h + ACT_PER_INNER * inner * (2 if self.gated_mlp else 1) + ACT_PER_HEAD * heads * n
+        if _method_family(method) == "reparameterisation" and lora_dropout > 0:
+            widths = [inner if _takes_inner(t) else h for t in (lora_targets or ["q", "v"])]
+            per_token += 5 * sum(widths)
         if method == "last_layer":  # training only the head backpropagates through nothing: one layer at a time
             act = seqs * n * per_token
         elif checkpointing:  # each layer's input kept, one layer recomputed at a time
@@ -146,7 +152,13 @@ def config_estimate(info: ModelInfo, cfg: Any, lengths: Any = "read") -> tuple[d
     length = lengths.length if lengths is not None else cfg.data.max_length
     return info.estimate(cfg.method.name, cfg.training.per_device_train_batch_size, length, task=cfg.task,
                          load_in=cfg.quantization.load_in, virtual_tokens=cfg.method.num_virtual_tokens,
-                         checkpointing=cfg.training.gradient_checkpointing), lengths
+                         checkpointing=cfg.training.gradient_checkpointing, lora_targets=cfg.method.target_modules,
+                         lora_dropout=cfg.method.lora_dropout), lengths
+
+
+def _takes_inner(module: str) -> bool:
+    """Whether a linear layer's input is the MLP's inner width (its down projection)."""
+    return module.split(".")[-1] in ("down_proj", "fc2", "w2", "dense_4h_to_h", "lin2") or module == "output.dense"
 
 
 def _method_family(method: str) -> str:
