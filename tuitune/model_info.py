@@ -39,6 +39,7 @@ class ModelInfo:
     gated_mlp: bool = False  # a gated MLP (Llama-style SiLU gate × up): four inner-width tensors per token, not two
     tied_embeddings: bool = True  # the LM head shares the input embeddings
     tokenizer_path: Optional[str] = None  # a folder with the model's tokenizer.json (token lengths without torch)
+    attention_dropout: Optional[float] = None  # > 0 (or unknown): attention scores are kept for backward
 
     def memory(self, batch: int = 16, length: int = 128, task: str = "classification") -> dict[str, Optional[int]]:
         """Estimated peak memory (bytes) of a training process on CPU for full fine-tuning, LoRA
@@ -64,8 +65,9 @@ class ModelInfo:
         - train state: gradients and AdamW's two moments of what trains, 12 B/param (full: all;
           adapters and the selective methods: ~1 %);
         - activations: what backward keeps per layer and token, ACT_PER_HIDDEN·hidden +
-          ACT_PER_INNER·inner width (×2 for a gated MLP) + ACT_PER_HEAD·heads·length (attention
-          scores), times layers (one layer for last_layer, which backpropagates through none; with
+          ACT_PER_INNER·inner width (×1.5 for a gated MLP: three inner-width tensors, not two) +
+          ACT_PER_HEAD·heads·length (attention scores, kept where attention has dropout: without,
+          torch's fused attention keeps none), times layers (one layer for last_layer, which backpropagates through none; with
           gradient checkpointing, one hidden state per layer plus one layer's); DPO doubles the rows
           (chosen and rejected), prompt tuning lengthens them by its virtual tokens; LoRA with
           dropout keeps each adapted layer's dropped-out input too (fp32 + a 1-byte mask: 5 B per
@@ -90,7 +92,8 @@ class ModelInfo:
         state = 12 * p if full else int(12 * 0.01 * p)
         seqs = batch * (2 if pairs else 1)
         n = length + (virtual_tokens if _method_prompt_learning(method) else 0)
-        per_token = ACT_PER_HIDDEN * h + ACT_PER_INNER * inner * (2 if self.gated_mlp else 1) + ACT_PER_HEAD * heads * n
+        scores = ACT_PER_HEAD * heads * n if self.attention_dropout is None or self.attention_dropout > 0 else 0
+        per_token = ACT_PER_HIDDEN * h + ACT_PER_INNER * inner * (1.5 if self.gated_mlp else 1) + scores
         if _method_family(method) == "reparameterisation" and lora_dropout > 0:
             widths = [inner if _takes_inner(t) else h for t in (lora_targets or ["q", "v"])]
             per_token += 5 * sum(widths)
@@ -115,10 +118,13 @@ class ModelInfo:
 # Calibration of `ModelInfo.estimate` (bench/memory_estimate.py prints estimate vs measured peak).
 RUNTIME_BYTES = 650 * 2**20  # MiniLM last_layer (almost nothing else) peaked at 839 MiB
 ACT_PER_HIDDEN = 56  # bytes per hidden unit per token per layer: ~14 fp32 hidden-size tensors kept for backward
-ACT_PER_INNER = 8  # bytes per MLP inner unit: 2 fp32 tensors (the up projection and its activation; gated: 4)
-ACT_PER_HEAD = 16  # bytes per attention score per head (scores, softmax, dropout mask)
+ACT_PER_INNER = 8  # bytes per MLP inner unit: 2 fp32 tensors (the up projection and its activation; gated: 3)
+ACT_PER_HEAD = 16  # bytes per attention score per head (scores, softmax, dropout mask), with attention dropout
+# bench/memory_terms.py measured SmolLM2 (LoRA, no attention dropout) at 56–59 KB per token per layer with LoRA on
+# q/v, 75–77 KB on all 7 projections; these constants give 56.4 and 75.6.
 LOGIT_COPIES = 3
-HEAD_TILES = 8  # TRL's chunked log-prob on CPU: the tile and the torch temporaries of its forward/backward fold
+HEAD_TILES = 11  # TRL's chunked log-prob on CPU: its tile and the torch temporaries of its backward fold (measured
+# 7–8 tile-sized buffers beside LoRA on q/v, 14–15 beside LoRA on all projections: bench/memory_terms.py)
 HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768  # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, chunk_size
 BNB4_BYTES = 0.5625  # NF4: 4 bits per weight + an fp32 absmax per 64 (double quantization shrinks it)
 BNB8_BYTES = 1.1  # int8 + scales
@@ -244,6 +250,8 @@ def model_from_folder(name: str, folder: Path, source: str) -> ModelInfo:
     info.gated_mlp = act in ("silu", "swish", "gelu_pytorch_tanh") and "intermediate_size" in cfg and info.model_type not in (
         "bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta", "albert", "mpnet")
     info.tied_embeddings = bool(cfg.get("tie_word_embeddings", True))
+    drop = [cfg.get(k) for k in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "attention_probs_dropout")]
+    info.attention_dropout = next((float(d) for d in drop if isinstance(d, (int, float))), None)
     if (folder / "tokenizer.json").exists():
         info.tokenizer_path = str(folder)
     files = sorted(folder.glob("*.safetensors"))
@@ -306,7 +314,7 @@ def inspect_model(name: str) -> ModelInfo:
             info = ModelInfo(name=name, path=str(p), source="demo", architecture="LlamaForCausalLM (gguf)",
                              model_type="llama", params=134_515_008, size_bytes=p.stat().st_size,
                              hidden=576, layers=30, vocab=49152, heads=9, tasks=tasks_for_model("llama", []),
-                             intermediate=1536, gated_mlp=True, tied_embeddings=True,
+                             intermediate=1536, gated_mlp=True, tied_embeddings=True, attention_dropout=0.0,
                              note="a GGUF file: the engine converts it to a model folder on first use")
             converted = paths.home() / "cache" / demo.SMOLLM2_CACHE  # its tokenizer, once converted
             if (converted / "tokenizer.json").exists():
