@@ -7,7 +7,7 @@ Runs each demo preset shortened (`training.max_steps` = --steps, 1 for the SmolL
 through the real CLI in a fresh TUITUNE_HOME, reads the peak resident memory the engine recorded
 for the run (`tuitune show --json` → peak_ram_bytes), and prints it beside the estimate
 (`model_info.config_estimate`: the preset's method, batch, task and quantization at the padded
-length its data gives: the expected longest row among the rows the shortened run draws, from the
+length its data gives: the typical (median) longest row among the rows the shortened run draws, from the
 data's token lengths; what the Model screen shows for the same config), with the estimate's parts.
 Rows outside ±30 % are flagged. The SmolLM2 GGUF is converted once beforehand, in its own process
 (a first use converts it inside the run's engine, and that would be the peak measured). Presets that
@@ -148,7 +148,7 @@ def main() -> int:
     outside = [r["preset"] for r in rows if abs(r["error_pct"]) > 30]
     print(f"\nworst error {worst:.0f}% over {len(rows)} presets (peak resident memory of the engine process, CPU); "
           + (f"outside ±30%: {', '.join(outside)}" if outside else "all within ±30%"))
-    print("length: the padded length the estimate used (expected longest row the run draws); row tokens: mean "
+    print("length: the padded length the estimate used (typical longest row the run draws); row tokens: mean "
           "tokens per row by the data's token counts / by the run's logged tokens and samples per second "
           "(DPO: per pair)")
     if args.out:

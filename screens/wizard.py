@@ -175,7 +175,7 @@ class ModelScreen(BaseScreen):
         if lengths is None:
             lines += [f"  rows of max_length {max_length} (no data read", "  yet: shorter rows need less)"]
         else:
-            lines += [f"  length: the expected longest of the {lengths.drawn:,}",
+            lines += [f"  length: the typical longest of the {lengths.drawn:,}",
                       f"  rows the run draws ({escape(lengths.how)})"]
         if info.note:
             lines.append(info.note)

@@ -14,17 +14,18 @@ from statistics import mean
 import pytest
 
 from conftest import ROOT, tiny_config
-from tuitune.dataset_info import batch_length, expected_longest
+from tuitune.dataset_info import batch_length, typical_longest
 
 
-def test_expected_longest_is_the_mean_longest_row_of_random_draws():
-    assert expected_longest([1, 2, 3, 4], 1) == pytest.approx(2.5)
-    assert expected_longest([4, 1, 3, 2], 2) == pytest.approx((1 * 1 + 2 * 3 + 3 * 5 + 4 * 7) / 16)
-    assert expected_longest([4, 1, 3, 2], 4) == 4 == expected_longest([4, 1, 3, 2], 99)  # every row drawn
+def test_typical_longest_is_the_median_longest_row_of_random_draws():
+    assert typical_longest([1, 2, 3, 4], 1) == 2  # the (lower) median row
+    assert typical_longest([4, 1, 3, 2], 2) == 3  # P(longest ≤ 3) = 9/16 ≥ ½ > P(longest ≤ 2) = 4/16
+    assert typical_longest([4, 1, 3, 2], 4) == 4 == typical_longest([4, 1, 3, 2], 99)  # every row drawn
     rng = random.Random(0)
     xs = [rng.randint(5, 200) for _ in range(300)]
-    simulated = mean(max(rng.choice(xs) for _ in range(8)) for _ in range(20000))
-    assert expected_longest(xs, 8) == pytest.approx(simulated, rel=0.01)
+    for draws in (1, 8, 40):
+        longest = sorted(max(rng.choice(xs) for _ in range(draws)) for _ in range(4001))
+        assert abs(typical_longest(xs, draws) - longest[2000]) <= 2
 
 
 def _ceil8(x: int) -> int:
@@ -49,8 +50,8 @@ def test_batch_length_counts_the_rows_tokens_with_the_model_tokenizer(tiny_bert,
     bl = batch_length(data, "classification", 4, training={"max_steps": 1}, model_path=str(tiny_bert), pad_multiple=8)
     assert bl.how == "tokenizer" and bl.rows == len(texts) and bl.drawn == 4
     assert bl.mean == pytest.approx(mean(counts))
-    assert bl.length == round(expected_longest([_ceil8(c) for c in counts], 4))
-    assert mean(counts) < bl.length <= _ceil8(max(counts))
+    assert bl.length == typical_longest([_ceil8(c) for c in counts], 4)
+    assert bl.length <= _ceil8(max(counts))
     assert bl.longest == _ceil8(max(counts))
     # more steps draw more rows: the run's longest batch is longer; a whole epoch meets the longest row
     assert batch_length(data, "classification", 4, training={"max_steps": 20}, model_path=str(tiny_bert),
@@ -138,7 +139,7 @@ def test_model_screen_says_which_length_its_estimate_counts(tiny_bert, tiny_csv)
             await app.push_screen(ModelScreen())
             info = app.screen.query_one("#model-info")
             await wait_for(pilot, lambda: "rows the run draws" in str(info.render()), 20, "estimate with data")
-            assert "expected longest of the 48" in str(info.render())  # 6 steps × 8 rows
+            assert "typical longest of the 48" in str(info.render())  # 6 steps × 8 rows
             app.draft["data"] = {"path": "someone/hub-dataset", "max_length": 64}
             await app.push_screen(ModelScreen())
             info = app.screen.query_one("#model-info")

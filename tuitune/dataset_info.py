@@ -117,11 +117,11 @@ def inspect_dataset(path: str, text_column: Optional[str] = None, label_column: 
 class BatchLength:
     """The padded length of a run's batches, from the data's token lengths: a batch is padded to its
     longest row (truncated at max_length), so memory follows the longest row a batch draws, not
-    max_length. `length` (what the memory estimate uses) is the expected longest row over all the
-    rows the run draws, since the run's peak memory is its longest batch's."""
+    max_length. `length` (what the memory estimate uses) is the typical (median) longest row
+    among all the rows the run draws, since the run's peak memory is its longest batch's."""
 
-    length: int  # expected padded length of the run's longest batch (≤ max_length, padding multiple included)
-    batch: int  # expected padded length of a single batch
+    length: int  # typical padded length of the run's longest batch (≤ max_length, padding multiple included)
+    batch: int  # typical padded length of a single batch
     mean: float  # mean row length, truncated at max_length (DPO: the longer of chosen / rejected)
     longest: int  # the longest row measured, truncated at max_length
     rows: int  # rows measured
@@ -246,16 +246,18 @@ def _token_counts(seqs: list[Any], tok) -> list[int]:
     return out
 
 
-def expected_longest(lengths: list[int], draws: int) -> float:
-    """The expected longest of `draws` rows drawn at random from rows of these lengths (all of
-    them: the longest): Σ_j l_(j)·[(j/n)^k − ((j−1)/n)^k] over the sorted lengths."""
+def typical_longest(lengths: list[int], draws: int) -> int:
+    """The median longest row of `draws` rows drawn at random from rows of these lengths (all of
+    them: the longest): the smallest length x with P(longest ≤ x) = F(x)^draws ≥ ½, i.e. the
+    ½^(1/draws) quantile. The median, not the mean: one long row in a thousand pulls the mean
+    longest of a batch up while most batches never meet it."""
     xs = sorted(lengths)
     n = len(xs)
     if not n:
-        return 0.0
+        return 0
     if draws >= n:
-        return float(xs[-1])
-    return sum(x * ((j / n) ** draws - ((j - 1) / n) ** draws) for j, x in enumerate(xs, start=1))
+        return xs[-1]
+    return xs[max(1, math.ceil(n * 0.5 ** (1 / draws) - 1e-9)) - 1]
 
 
 def run_draws(training: Any, n_train: int, batch: int) -> int:
@@ -320,8 +322,8 @@ def batch_length(data: Any, task: str, batch: int, *, training: Any = None, mode
     if tok is not None and task in ("sft", "dpo") and render is None and any(
             isinstance(s, list) for r in rows[:5] for s in r.values()):
         how = "tokenizer, no chat template"
-    longest_batch = round(expected_longest(lengths, max(batch, drawn)))
-    one_batch = round(expected_longest(lengths, batch))
+    longest_batch = typical_longest(lengths, max(batch, drawn))
+    one_batch = typical_longest(lengths, batch)
     if packed:  # packed rows are max_length long
         longest_batch = one_batch = max_length
     return BatchLength(length=int(longest_batch), batch=int(one_batch),

@@ -71,7 +71,8 @@ class ModelInfo:
           gradient checkpointing, one hidden state per layer plus one layer's); DPO doubles the rows
           (chosen and rejected), prompt tuning lengthens them by its virtual tokens; LoRA with
           dropout keeps each adapted layer's dropped-out input too (fp32 + a 1-byte mask: 5 B per
-          input unit; the default targets: two attention projections);
+          input unit; the default targets: two attention projections; DPO: none, TRL's DPOTrainer
+          turns dropout off);
         - logits: a masked-LM head's batch·length·vocab fp32 logits, LOGIT_COPIES copies (logits,
           softmax, gradient); a causal LM's head runs through TRL's chunked log-prob kernel, which
           holds HEAD_TILES tiles of at most 4,096 tokens × 32,768 vocabulary entries in fp32.
@@ -94,7 +95,7 @@ class ModelInfo:
         n = length + (virtual_tokens if _method_prompt_learning(method) else 0)
         scores = ACT_PER_HEAD * heads * n if self.attention_dropout is None or self.attention_dropout > 0 else 0
         per_token = ACT_PER_HIDDEN * h + ACT_PER_INNER * inner * (1.5 if self.gated_mlp else 1) + scores
-        if _method_family(method) == "reparameterisation" and lora_dropout > 0:
+        if _method_family(method) == "reparameterisation" and lora_dropout > 0 and not pairs:  # TRL's DPO turns dropout off
             widths = [inner if _takes_inner(t) else h for t in (lora_targets or ["q", "v"])]
             per_token += 5 * sum(widths)
         if method == "last_layer":  # training only the head backpropagates through nothing: one layer at a time
