@@ -87,11 +87,13 @@ def main() -> int:
     ap.add_argument("--out", help="also write the rows as JSON here")
     ap.add_argument("--measured", action="append", default=[], metavar="FILE",
                     help="reuse the measured peaks of earlier --out files (no runs): the table with today's estimate")
+    ap.add_argument("--home", help="TUITUNE_HOME to run in (default: a new temporary one); with --measured, one where "
+                                   "demo:smollm2 is converted, so the estimate counts tokens with its tokenizer")
     args = ap.parse_args()
 
     rows = []
     earlier = {r["preset"]: r for f in args.measured for r in json.loads(Path(f).read_text())}
-    home = tempfile.mkdtemp(prefix="tuitune-mem-")  # shared: the SmolLM2 conversion happens once, first
+    home = args.home or tempfile.mkdtemp(prefix="tuitune-mem-")  # shared: the SmolLM2 conversion happens once, first
     os.environ["TUITUNE_HOME"] = home  # this process too: the estimate reads the converted tokenizer there
     warmed = False
     for preset in [p for p in args.presets.split(",") if p]:

@@ -124,8 +124,9 @@ ACT_PER_HEAD = 16  # bytes per attention score per head (scores, softmax, dropou
 # bench/memory_terms.py measured SmolLM2 (LoRA, no attention dropout) at 56–59 KB per token per layer with LoRA on
 # q/v, 75–77 KB on all 7 projections; these constants give 56.4 and 75.6.
 LOGIT_COPIES = 3
-HEAD_TILES = 11  # TRL's chunked log-prob on CPU: its tile and the torch temporaries of its backward fold (measured
-# 7–8 tile-sized buffers beside LoRA on q/v, 14–15 beside LoRA on all projections: bench/memory_terms.py)
+HEAD_TILES = 10  # TRL's chunked log-prob on CPU: its tile buffer and the ~9 tile-sized torch temporaries its backward
+# fold (`_backward_tile`) holds at once; bench/memory_terms.py measured 7–8 beside LoRA on q/v, 14–15 beside LoRA on
+# all projections (why they differ is not pinned down)
 HEAD_TILE_TOKENS, HEAD_TILE_VOCAB = 4096, 32768  # trl/kernels/chunked_logprob.py: TOKEN_CHUNK_SIZE, chunk_size
 BNB4_BYTES = 0.5625  # NF4: 4 bits per weight + an fp32 absmax per 64 (double quantization shrinks it)
 BNB8_BYTES = 1.1  # int8 + scales
