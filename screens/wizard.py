@@ -95,6 +95,12 @@ class ModelScreen(BaseScreen):
         if name:
             self.inspect(name)
 
+    def on_screen_resume(self) -> None:
+        """Back from the Dataset step: the estimate's length follows the data chosen there."""
+        d = draft_of(self.tuitune)
+        if self.info is not None and d["data"].get("path") != getattr(self, "_data_seen", None):
+            self.inspect(self.info.name)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="choices")
     def _choices(self) -> None:
         from tuitune.model_info import model_choices
@@ -156,6 +162,7 @@ class ModelScreen(BaseScreen):
             panel.update("")
             return
         d = draft_of(self.tuitune)
+        self._data_seen = d["data"].get("path")
         batch = int(d["training"].get("per_device_train_batch_size", 16))
         max_length = int(d["data"].get("max_length", 128))
         length = lengths.length if lengths is not None else max_length

@@ -131,6 +131,8 @@ def test_batch_length_loads_no_ml_library(tiny_bert, tiny_csv):
 def test_model_screen_says_which_length_its_estimate_counts(tiny_bert, tiny_csv):
     from ui_helpers import wait_for
 
+    from textual.screen import Screen
+
     from tuitune.app import make_app
     from tuitune.screens.wizard import ModelScreen
 
@@ -142,9 +144,10 @@ def test_model_screen_says_which_length_its_estimate_counts(tiny_bert, tiny_csv)
             info = app.screen.query_one("#model-info")
             await wait_for(pilot, lambda: "rows the run draws" in str(info.render()), 20, "estimate with data")
             assert "typical longest of the 48" in str(info.render())  # 6 steps × 8 rows
+            # the Dataset step changes the data, then back: the estimate follows it
+            await app.push_screen(Screen())
             app.draft["data"] = {"path": "someone/hub-dataset", "max_length": 64}
-            await app.push_screen(ModelScreen())
-            info = app.screen.query_one("#model-info")
+            app.pop_screen()
             await wait_for(pilot, lambda: "no data read" in str(info.render()), 20, "estimate without data")
             assert "length 64" in str(info.render())
 
