@@ -68,6 +68,7 @@ def main(argv=None) -> int:
 
             if args.cmd == "compress-measure":
                 return compress.measure_main(args.path, args.inputs)
+            _interrupt_on_signals()  # Ctrl-C or `kill`: unwind, so the variant being built is removed
             rows = compress.compress(args.run_id, args.variant or None, recover_steps=args.recover_steps,
                                      isolate=not (args.in_process
                                                   or os.environ.get("TUITUNE_COMPRESS_IN_PROCESS") == "1"),
@@ -77,6 +78,7 @@ def main(argv=None) -> int:
         if args.cmd == "export-model":
             from tuitune.engine import export_model
 
+            _interrupt_on_signals()  # the half-written export folder is removed as it unwinds
             print(json.dumps(export_model.export(args.run_id, args.out, merge=args.merge, fmt=args.format,
                                                  push_to_hub=args.push_to_hub)))
             return 0
@@ -87,6 +89,17 @@ def main(argv=None) -> int:
         print(json.dumps({"error": str(err)}))
         return 2
     return 2
+
+
+def _interrupt_on_signals() -> None:
+    """SIGINT and SIGTERM raise KeyboardInterrupt here, even if our parent ignored SIGINT."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import resource
 import shutil
 import statistics
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,6 +307,49 @@ def quantize_dynamic_int8(model):
         return quantize_dynamic(model, spec, dtype=torch.qint8, inplace=False)
 
 
+BNB_SKIP = ["classifier", "pooler", "pooler.dense", "score", "lm_head"]  # the task head stays fp32
+# bitsandbytes' fused 4-bit CPU kernel, which Linear4bit switches to in eval mode on CPUs with AVX512-BF16,
+# repacks each weight in blocks of 32 output rows and keeps one scale per 64 inputs of a row
+# (`bitsandbytes.functional._convert_weight_packed_for_cpu`): any other shape fails in the first forward.
+# On other CPUs (AVX2, like the machine tuitune is tested on) bitsandbytes 0.50 quantizes and runs any
+# Linear shape: checked FP4 and NF4 on 30→30, 37→37, 3→5, 63→65, 96→32 (outputs equal x @ dequantized
+# weights; error against fp32 that of any 4-bit layer), and 8-bit on the same shapes (≤ 0.4% error).
+BNB4_FUSED_ROWS, BNB4_BLOCK = 32, 64
+
+
+def bnb4_fused_cpu() -> bool:
+    """Whether this CPU runs bitsandbytes 4-bit inference through the fused AVX512-BF16 kernel."""
+    try:
+        from bitsandbytes.functional import has_avx512bf16
+    except Exception:  # noqa: BLE001 - an older or broken bitsandbytes: the generic path
+        return False
+    return bool(has_avx512bf16())
+
+
+def bnb_quantized_linears(model, skip: list[str]) -> list[tuple[str, Any]]:
+    """The Linear layers transformers replaces with bitsandbytes layers, given `llm_int8_skip_modules`."""
+    import torch
+
+    try:
+        from transformers.quantizers.quantizers_utils import should_convert_module
+    except ImportError:  # its matching, simplified: a skip name matches a module path's end
+        def should_convert_module(name, patterns):
+            return not any(name == p or name.endswith("." + p) for p in patterns)
+    patterns = list(skip) + list(getattr(model, "_keep_in_fp32_modules", None) or [])
+    return [(n, m) for n, m in model.named_modules()
+            if type(m) is torch.nn.Linear and should_convert_module(n, patterns)]
+
+
+def bnb4_misfit(model, skip: list[str]) -> Optional[str]:
+    """One line naming the first layer the fused 4-bit CPU kernel cannot run, or None when all fit."""
+    for name, m in bnb_quantized_linears(model, skip):
+        if m.out_features % BNB4_FUSED_ROWS or m.in_features % BNB4_BLOCK:
+            return (f"bitsandbytes 4-bit on this CPU (AVX512-BF16 kernel) needs out_features a multiple of "
+                    f"{BNB4_FUSED_ROWS} and in_features a multiple of {BNB4_BLOCK}; layer {name} is "
+                    f"{m.in_features}→{m.out_features}: use bnb-8bit or int8-dynamic for this model")
+    return None
+
+
 def build_bnb(kind: str):
     def build(src: Source, out: Path, recover_steps: int, progress) -> Built:
         import torch
@@ -316,14 +359,19 @@ def build_bnb(kind: str):
             import bitsandbytes  # noqa: F401
         except Exception as err:
             raise TuituneError(f"bitsandbytes failed to import ({str(err).splitlines()[0]})") from None
+        model = src.load()
+        if kind != "8bit" and bnb4_fused_cpu():
+            why = bnb4_misfit(model, BNB_SKIP)
+            if why:
+                raise TuituneError(why)
         fp32 = out.parent / (out.name + ".src")
-        src.load().save_pretrained(str(fp32))  # the merged fp32 model, for from_pretrained to quantize
-        skip = ["classifier", "pooler", "pooler.dense", "score", "lm_head"]
+        model.save_pretrained(str(fp32))  # the merged fp32 model, for from_pretrained to quantize
+        del model
         if kind == "8bit":
-            qc = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=skip)
+            qc = BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=BNB_SKIP)
         else:
             qc = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=kind, bnb_4bit_compute_dtype=torch.float32,
-                                    llm_int8_skip_modules=skip)
+                                    llm_int8_skip_modules=BNB_SKIP)
         try:
             model = src.model_class().from_pretrained(str(fp32), quantization_config=qc, device_map="cpu",
                                                       dtype=torch.float32)
@@ -729,20 +777,10 @@ def measure_folder(path: Path, inputs: dict[str, Any]) -> dict[str, Any]:
 
 def measure_isolated(path: Path, inputs_file: Path) -> dict[str, Any]:
     """Measure in a fresh process, one at a time: its peak RSS is this variant's alone."""
-    import subprocess
+    from tuitune.launcher import call_engine
 
-    env = dict(os.environ)
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    proc = subprocess.run([sys.executable, "-m", "tuitune.engine", "compress-measure", str(path), str(inputs_file)],
-                          capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TuituneError(f"measuring failed: {tail[:300]}")
-    out = json.loads(lines[-1])
-    if "error" in out:
-        raise TuituneError(out["error"])
-    return out
+    return call_engine(["compress-measure", str(path), str(inputs_file)],
+                       error_prefix=f"measuring {Path(path).name} failed")
 
 
 def measure_main(path: str, inputs_file: str) -> int:
@@ -799,14 +837,21 @@ def _reason(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
+# What a compress process writes beside the variants: `.V.tmp-PID` (a variant being built), `.V.tmp-PID.src`
+# (bnb's fp32 copy), `.V.old-PID` (the previous folder, while swapping), `.inputs-PID.pt` (evaluation inputs).
+_TEMPORARY = re.compile(r"^\.(?:.+\.(?:tmp|old)|inputs)-(\d+)(?:\.src|\.pt)?$")
+
+
 def cleanup_partial(out_dir: Path) -> None:
-    """Remove temporary folders a killed compress left behind (they never look complete)."""
+    """Remove what a killed compress left behind (temporary folders never look complete)."""
     if out_dir.exists():
         for p in out_dir.iterdir():
-            if p.name.startswith(".") and (".tmp-" in p.name or ".old-" in p.name or p.name.endswith(".src")):
-                pid = p.name.rsplit("-", 1)[-1]
-                if not (pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid))):
+            m = _TEMPORARY.match(p.name)
+            if m and not (int(m[1]) != os.getpid() and _alive(int(m[1]))):
+                if p.is_dir():
                     shutil.rmtree(p, ignore_errors=True)
+                else:
+                    p.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

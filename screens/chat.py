@@ -228,6 +228,8 @@ class ChatScreen(ServedScreen):
     # -- keys ------------------------------------------------------------------------------------
     def action_toggle_base(self) -> None:
         self.show_base = not self.show_base
+        # hidden, the base panel gives its half of the width to the fine-tuned answer
+        self.query_one("#chat-base-box").display = self.show_base
         self._draw("base")
 
     def action_reset(self) -> None:

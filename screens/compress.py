@@ -45,16 +45,16 @@ class CompressScreen(BaseScreen):
 
     def compose(self) -> ComposeResult:
         yield Header()
-        yield Static(f"run {self.run_id} · compress", id="cmp-title")
-        yield DataTable(id="cmp-table", cursor_type="row", zebra_stripes=True)
-        yield ProgressBar(total=None, show_eta=False, id="cmp-progress")
-        yield Static("", id="cmp-status", markup=False)
-        yield Static("", id="cmp-detail", markup=False)
+        yield Static(f"run {self.run_id} · compress", id="cx-title")
+        yield DataTable(id="cx-table", cursor_type="row", zebra_stripes=True)
+        yield ProgressBar(total=None, show_eta=False, id="cx-progress")
+        yield Static("", id="cx-status", markup=False)
+        yield Static("", id="cx-detail", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.query_one("#cmp-table", DataTable).focus()
-        self.query_one("#cmp-progress", ProgressBar).display = False  # shown once a compress starts
+        self.query_one("#cx-table", DataTable).focus()
+        self.query_one("#cx-progress", ProgressBar).display = False  # shown once a compress starts
         self._tick()
         self.set_interval(self.tuitune.poll_s, self._tick)
 
@@ -81,7 +81,7 @@ class CompressScreen(BaseScreen):
         by = {r["variant"]: r for r in rows}
         shown = [by.get(v) or {"variant": v, "status": "not run", "reason": ""} for v in ORDER]
         headers, cells = table_rows(shown, self.run_task, compact=True)
-        table = self.query_one("#cmp-table", DataTable)
+        table = self.query_one("#cx-table", DataTable)
         cursor = table.cursor_row
         if len(table.columns) != len(headers):
             table.clear(columns=True)
@@ -96,7 +96,7 @@ class CompressScreen(BaseScreen):
             table.move_cursor(row=cursor)
         title = (f"run {self.run_id} · {run.name or ''} · recover steps {self.recover_steps} · "
                  + ("running…" if self.running else "enter: run selected"))
-        self.query_one("#cmp-title", Static).update(escape(title))
+        self.query_one("#cx-title", Static).update(escape(title))
         self._detail()
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -106,7 +106,7 @@ class CompressScreen(BaseScreen):
         self.action_run_one()  # enter on the focused table
 
     def _selected(self) -> str:
-        table = self.query_one("#cmp-table", DataTable)
+        table = self.query_one("#cx-table", DataTable)
         row = table.cursor_row if table.row_count else 0
         return ORDER[row] if 0 <= row < len(ORDER) else ORDER[0]
 
@@ -119,7 +119,7 @@ class CompressScreen(BaseScreen):
         elif r and r["status"] == "done":
             q = ", ".join(f"{k} {v:.4f}" for k, v in r["metrics"].items())
             text += f"\np95 {r['latency_p95_ms']:.1f} ms · {q}"
-        self.query_one("#cmp-detail", Static).update(text)
+        self.query_one("#cx-detail", Static).update(text)
 
     # -- running -----------------------------------------------------------------------------------
     def action_run_all(self) -> None:
@@ -143,7 +143,7 @@ class CompressScreen(BaseScreen):
             self.tuitune.show_error(f"run {self.run_id} is {self.run_status}: compress needs a completed run")
             return
         self.running = True
-        bar = self.query_one("#cmp-progress", ProgressBar)
+        bar = self.query_one("#cx-progress", ProgressBar)
         bar.display = True
         bar.update(total=None, progress=0)
         self._set_status("starting the engine (loading the model and the evaluation split)…")
@@ -160,16 +160,16 @@ class CompressScreen(BaseScreen):
 
     def _set_status(self, msg: str) -> None:
         self.progress_text = msg
-        self.query_one("#cmp-status", Static).update(msg)
+        self.query_one("#cx-status", Static).update(msg)
         m = STEP.search(msg)
         if m:
             i, n = int(m.group(1)), int(m.group(2))
-            self.query_one("#cmp-progress", ProgressBar).update(total=n, progress=i - 1)
+            self.query_one("#cx-progress", ProgressBar).update(total=n, progress=i - 1)
         self._tick()
 
     def _finished(self, error: str) -> None:
         self.running = False
-        bar = self.query_one("#cmp-progress", ProgressBar)
+        bar = self.query_one("#cx-progress", ProgressBar)
         bar.update(total=1, progress=1)
         self._tick()
         if error:

@@ -403,7 +403,8 @@ class CompareScreen(BaseScreen):
         self._draw()
 
     def _draw(self) -> None:
-        from tuitune.compare import curve, format_table, table_rows
+        from tuitune.compare import curve, fmt_value, format_table, table_rows
+        from tuitune.formatting import short
 
         if self.data is None:
             return
@@ -420,7 +421,9 @@ class CompareScreen(BaseScreen):
             self.query_one("#cmp-diff", Static).update("configs are identical")
             return
         rows = [["config differences"] + [f"run {r['id']}" for r in self.data["runs"]]]
-        rows += [[d["key"]] + [str(v) for v in d["values"]] for d in diff]
+        # values cut from the left, like the CLI's: names differ at their end (…-sweep-t2, …-t3)
+        room = max(8, (width - width // 2 - 2 * len(self.data["runs"])) // len(self.data["runs"]))
+        rows += [[d["key"]] + [short(fmt_value(v), room) for v in d["values"]] for d in diff]
         self.query_one("#cmp-diff", Static).update(format_table(rows, width=width, label_max=width // 2))
 
     def on_resize(self) -> None:

@@ -86,11 +86,17 @@ class SweepScreen(PolledScreen):
     def _show(self, s: dict[str, Any]) -> None:
         self.summary = s
         best = s["best"]
-        title = (f"sweep {s['name']}{' (running)' if s.get('running') else ''} · {s['finished']}/{s['budget']} "
-                 f"trials · {s['sampler']} · {s['direction']} {s['metric']}")
+        # Two lines that fit 80 columns: the sweep and its progress, then the best trial so far.
+        state = "running" if s.get("running") else "idle"
+        title = f"sweep {s['name']} · {state} · {s['finished']}/{s['budget']} trials · {s['sampler']}"
+        title = title if len(title) <= 78 else title[:77] + "…"
+        goal = f"{'max' if s['direction'] == 'maximize' else 'min'} {s['metric']}"
         if best:
-            title += f"\nbest {best['value']:.4f}: trial {best['trial']} (run {best['run_id']}) " + \
-                     " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in best["params"].items())
+            params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in best["params"].items())
+            line = f"best {best['value']:.4f}: trial {best['trial']} (run {best['run_id']}) · {goal} · {params}"
+            title += "\n" + (line if len(line) <= 78 else line[:77] + "…")  # the leaderboard has them all
+        else:
+            title += f"\nbest: none yet · {goal}"
         self.query_one("#sw-title", Static).update(title)
         table = self.query_one("#sw-table", DataTable)
         keys = list(s["params"])
@@ -115,8 +121,15 @@ class SweepScreen(PolledScreen):
         plt.clear_figure()
         plt.title(f"best {metric}")
         if curve:
-            plt.plot([n for n, _ in curve], [v for _, v in curve], marker="braille")
+            xs, ys = [n for n, _ in curve], [v for _, v in curve]
+            plt.plot(xs, ys, marker="braille")
             plt.xlabel("trial")
+            # One point alone would get an axis around nothing: frame it with the trial budget and a
+            # little room above and below the values.
+            plt.xlim(0, max(xs[-1], (self.summary or {}).get("budget", 1) - 1, 1))
+            lo, hi = min(ys), max(ys)
+            pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 0.05
+            plt.ylim(lo - pad, hi + pad)
         plot.refresh()
 
     def current_trial(self) -> Optional[int]:

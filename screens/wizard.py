@@ -637,7 +637,17 @@ class ReviewScreen(BaseScreen):
             if answer:
                 self._launch_sweep(answer)
 
-        self.app.push_screen(AskDialog("Sweep: how many trials?", "10"), trials)
+        self.app.push_screen(AskDialog("Sweep: how many trials?", self._default_trials()), trials)
+
+    def _default_trials(self) -> str:
+        """The CLI's default: the grid's size when every searched field is a choice, else 10."""
+        from tuitune import sweep
+
+        try:
+            params = [sweep.parse_spec(k, v) for k, v in self.search.items()]
+            return str(sweep.build_definition(self.cfg.model_dump(mode="json"), params, name="x").trials)
+        except Exception:  # noqa: BLE001 - a bad SPEC is reported when the sweep is launched
+            return "10"
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="launch")
     def _launch_sweep(self, trials: str) -> None:

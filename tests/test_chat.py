@@ -59,7 +59,11 @@ def test_chat_streams_the_answer_as_it_is_generated(tiny_llama):
             tuned_text = str(chat.query_one("#chat-tuned").render())
             assert "Hi there" in tuned_text and expected.split()[0] in tuned_text
             # a second turn: the engine sees the conversation so far
-            await pilot.press("ctrl+b")  # base hidden: only the fine-tuned model answers
+            width = chat.query_one("#chat-tuned").region.width
+            await pilot.press("ctrl+b")  # base hidden: only the fine-tuned model answers, full width
+            await pilot.pause(0.1)
+            assert not chat.query_one("#chat-base-box").display
+            assert chat.query_one("#chat-tuned").region.width > 1.5 * width
             await pilot.press(*"Tell me more", "enter")
             await wait_for(pilot, lambda: not chat.busy, 180, "the second answer")
             assert chat.chats["tuned"].turns[-1] == ("Tell me more", expected_2)

@@ -130,7 +130,9 @@ def test_compare_view_table_at_80x24(tuitune_home):
             text = str(cmp_table.render())
             lines = text.splitlines()
             assert all(len(ln) <= 78 for ln in lines), lines
-            assert cmp_table.region.y < 3 and cmp_table.region.bottom <= 23  # on the first screen, whole
+            # on the first screen and whole: every line of the table gets a row of the terminal
+            assert cmp_table.region.y < 3 and cmp_table.region.bottom <= 23
+            assert cmp_table.region.height >= len(lines), (cmp_table.region, len(lines))
             rows = {ln.split("  ")[0].strip(): ln for ln in lines}
             assert "0.210 → 0.950" in rows["before → after"] and "0.210 → 0.850" in rows["before → after"]
             assert "100.00%" in rows["trainable"] and "1.32%" in rows["trainable"]

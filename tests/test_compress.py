@@ -185,25 +185,131 @@ def test_a_failing_variant_gets_one_line_and_an_interrupted_one_leaves_nothing(s
     assert by["prune-50"]["status"] == "done" and by["fp32"]["status"] == "done"
 
 
-def test_structured_pruning_refuses_an_unknown_architecture_in_one_line(tmp_path, tiny_csv):
+def test_impossible_variants_get_one_line_from_the_cli_and_the_others_still_run(tmp_path, tiny_csv):
+    """A DistilBERT with odd widths (30 in, 37 feed-forward): structured pruning does not know its
+    feed-forward block (one line, failed); bitsandbytes 4-bit builds and runs on a CPU without
+    AVX512-BF16, and is refused in one line, naming a layer, where its fused kernel would fail;
+    8-bit builds. The CLI exits 0 because a variant was built, 1 when none was."""
+    import copy
+
     import torch
+    from bitsandbytes.functional import _convert_weight_packed_for_cpu
     from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
 
-    from tuitune import demo
+    from tuitune import demo, paths
     from tuitune.engine import compress
 
     tok = AutoTokenizer.from_pretrained(str(demo.path("demo:minilm")))
     torch.manual_seed(0)
-    cfg = DistilBertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
+    cfg = DistilBertConfig(vocab_size=tok.vocab_size, dim=30, n_layers=1, n_heads=2, hidden_dim=37,
                            max_position_embeddings=64)
     DistilBertForMaskedLM(cfg).save_pretrained(tmp_path / "distil")
     tok.save_pretrained(tmp_path / "distil")
     run_id = run_in_process(tiny_config(tmp_path / "distil", tiny_csv, training={"max_steps": 2}))
-    rows = {r["variant"]: r for r in compress.compress(run_id, ["prune-ffn-50", "prune-30"], isolate=False)}
-    assert rows["prune-ffn-50"]["status"] == "failed"
-    assert "feed-forward" in rows["prune-ffn-50"]["reason"] and "\n" not in rows["prune-ffn-50"]["reason"]
-    assert rows["prune-30"]["status"] == "done"
-    assert not (Path(rows["prune-30"]["path"]).parent / "prune-ffn-50").exists()
+    env = {"TUITUNE_COMPRESS_IN_PROCESS": "1"}
+    out = _cli("compress", str(run_id), "--variant", "prune-ffn-50", "--variant", "bnb-4bit-nf4",
+               "--variant", "bnb-8bit", env_extra=env)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    ffn = [ln for ln in lines if ln.startswith("prune-ffn-50 ")]
+    assert len(ffn) == 1 and "failed: structured pruning needs a BERT- or Llama-style feed-forward block" in ffn[0]
+    rows = {r["variant"]: r for r in json.loads(_cli("compress", str(run_id), "--show", "--json").stdout)["variants"]}
+    assert rows["bnb-8bit"]["status"] == "done" and rows["fp32"]["status"] == "done"
+    nf4 = rows["bnb-4bit-nf4"]
+    if compress.bnb4_fused_cpu():
+        assert nf4["status"] == "failed" and "AVX512-BF16" in nf4["reason"] and "30→30" in nf4["reason"]
+        assert not (paths.run_dir(run_id) / "compressed" / "bnb-4bit-nf4").exists()
+    else:
+        assert nf4["status"] == "done", nf4.get("reason")
+        assert 0 <= nf4["metrics"]["accuracy"] <= 1
+        # The rule the refusal applies is bitsandbytes' own: its fused-kernel repacking fails on these
+        # layers and works on a layer that fits.
+        model = compress.load_variant(nf4["path"])
+        layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+        assert layers and compress.bnb4_misfit(compress.Source(run_id).load(), compress.BNB_SKIP)
+        for m in layers:
+            with pytest.raises((AssertionError, RuntimeError)):
+                _convert_weight_packed_for_cpu(m.weight.data.clone(), copy.deepcopy(m.weight.quant_state))
+        import bitsandbytes as bnb
+
+        fits = bnb.nn.Linear4bit(64, 32, quant_type="nf4")
+        fits.weight = bnb.nn.Params4bit(torch.randn(32, 64), requires_grad=False, quant_type="nf4").to("cpu")
+        _convert_weight_packed_for_cpu(fits.weight.data.clone(), copy.deepcopy(fits.weight.quant_state))
+
+    none_built = _cli("compress", str(run_id), "--variant", "prune-ffn-50", env_extra=env)
+    assert none_built.returncode == 1, none_built.stdout + none_built.stderr
+    assert not (Path(rows["fp32"]["path"]).parent / "prune-ffn-50").exists()
+
+
+def test_a_killed_or_interrupted_compress_leaves_no_complete_looking_folder(shared_home, cls_run, monkeypatch):
+    """`kill -9` of the engine mid-build leaves only a dot-named temporary folder (never read as a
+    variant; the row reads `interrupted`); Ctrl-C (here: an exception in the progress callback) makes
+    the engine unwind and remove its folder; the next compress removes what a killed one left."""
+    import signal
+    import sys
+
+    from tuitune import compress_cli, paths
+    from tuitune.history import History
+
+    out_dir = paths.run_dir(cls_run) / "compressed"
+
+    def prune_30():
+        """The visible prune-30 folder's digest (None when absent); every visible folder is complete."""
+        if not out_dir.exists():
+            return None
+        shown = [p for p in out_dir.iterdir() if not p.name.startswith(".")]
+        assert all((p / "tuitune.json").is_file() for p in shown), [p.name for p in shown]
+        return _digest(out_dir / "prune-30") if (out_dir / "prune-30").exists() else None
+
+    before = prune_30()
+    proc = subprocess.Popen([sys.executable, "-m", "tuitune.engine", "compress", str(cls_run), "--variant", "prune-30",
+                             "--recover-steps", "400", "--in-process"], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    for line in proc.stdout:
+        if "recovery step" in line:  # step 100 of 400: the variant is being built
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    proc.stdout.close()
+    assert prune_30() == before
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".prune-30.tmp-")] == [f".prune-30.tmp-{proc.pid}"]
+    assert {r["variant"]: r for r in History().compressions(cls_run)}["prune-30"]["status"] == "interrupted"
+
+    def ctrl_c(msg):
+        if "recovery step" in msg:
+            raise KeyboardInterrupt
+
+    monkeypatch.setenv("TUITUNE_COMPRESS_IN_PROCESS", "1")  # fp32 measured in the engine: no extra process
+    with pytest.raises(KeyboardInterrupt):
+        compress_cli.run_compress(cls_run, ["prune-30"], 400, on_progress=ctrl_c)
+    assert prune_30() == before
+    assert [p.name for p in out_dir.iterdir() if p.name.startswith(".")] == []
+    assert {r["variant"]: r for r in History().compressions(cls_run)}["prune-30"]["status"] == "interrupted"
+
+
+def test_speed_is_against_the_fp32_of_the_same_compress_call(tuitune_home):
+    """Re-running one variant on a busier machine re-measures fp32 too: the other variants keep the
+    speed-up measured against their own call's fp32, not the new, slower one."""
+    from tuitune.compress_cli import table_rows
+    from tuitune.history import History
+
+    h = History()
+    rid = h.create_run({"name": "c", "task": "classification", "model": {"name_or_path": "m"},
+                        "data": {"path": "d"}, "method": {"name": "full"}})
+
+    def call(latencies: dict) -> None:
+        batch = h.start_compression(rid, list(latencies), 0)
+        ref = latencies["fp32"]
+        for v, ms in latencies.items():
+            h.update_compression(batch, v, status="done", size_bytes=100, latency_p50_ms=ms, latency_p95_ms=ms,
+                                 throughput=1.0, peak_rss=1, metrics=json.dumps({"accuracy": 0.9}),
+                                 info=json.dumps({"speedup_b1": round(ref / ms, 3), "size_ratio": 1.0}))
+
+    call({"fp32": 50.0, "int8-dynamic": 30.0, "prune-30": 50.0})
+    call({"fp32": 900.0, "prune-30": 1200.0})  # a later call under load
+    headers, cells = table_rows(h.compressions(rid), "classification")
+    speed = {c[0]: c[headers.index("×speed")] for c in cells}
+    assert speed == {"fp32": "1.00", "int8-dynamic": "1.67", "prune-30": "0.75"}
 
 
 def test_history_migration_adds_compressions_to_an_old_database(tmp_path):
@@ -324,11 +430,11 @@ def test_compress_view_at_80x24_runs_a_variant_in_the_engine(shared_home, cls_ru
             await pilot.press("c")
             await wait_for(pilot, lambda: type(app.screen).__name__ == "CompressScreen", 10, "compress view")
             screen = app.screen
-            table = screen.query_one("#cmp-table")
+            table = screen.query_one("#cx-table")
             await wait_for(pilot, lambda: table.row_count == len(ORDER), 20, "variants listed")
             assert table.virtual_size.width <= 80, "the table needs no horizontal scrolling at 80 columns"
             await pilot.press(*["down"] * ORDER.index("prune-ffn-50"))
-            assert "feed-forward" in str(screen.query_one("#cmp-detail").render())
+            assert "feed-forward" in str(screen.query_one("#cx-detail").render())
             await pilot.press("t")  # recovery steps 0 → 20
             assert screen.recover_steps == 20
             await pilot.press("enter")

@@ -452,6 +452,8 @@ def test_sweep_view_leaderboard_curve_importances_and_open_a_trial(tuitune_home)
             scr = app.screen
             title = str(scr.query_one("#sw-title").render())
             assert "4/4 trials" in title and "best 0.9500: trial 0" in title
+            # the title must fit its two lines at 80 columns, or the best trial is cut off
+            assert len(title.splitlines()) == 2 and all(len(line) <= 78 for line in title.splitlines()), title
             board = scr.query_one("#sw-table")
             assert board.row_count == 4  # best first, the pruned one last
             assert [board.get_row_at(i)[:2] for i in range(4)] == [["0", "completed"], ["1", "completed"],

@@ -7,12 +7,14 @@ the history. One long test walks the whole story (it shares the engine's start-u
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import re
 import subprocess
 import sys
 
 import pytest
+from rich.console import Console
 
 from conftest import tiny_config
 from ui_helpers import seed_history, wait_for
@@ -99,6 +101,30 @@ def test_runs_replay_compare_filter_delete(tuitune_home):
             assert type(app.screen).__name__ == "MessageDialog"
             assert "only a live run can be stopped" in str(app.screen.query_one("#message").render())
             await pilot.press("escape")
+    asyncio.run(go())
+
+
+def test_question_mark_lists_the_keys_the_footer_cuts(tuitune_home):
+    """At 80x24 the Runs footer cannot show all its keys; `?` opens a panel that lists them all."""
+    seed_history()
+
+    async def go():
+        app = make_app(poll_s=0.2)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await wait_for(pilot, lambda: app.screen.query_one("#runs").row_count == 2, 10, "runs listed")
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: bool(app.screen.query("HelpPanel")), 5, "key panel")
+            keys = app.screen.query_one("KeyPanel BindingsTable")
+            console = Console(width=80, record=True, file=io.StringIO())
+            console.print(keys.render_bindings_table())
+            shown = console.export_text()
+            assert "Quit" in shown and "Filter" in shown and "Delete" in shown
+            await pilot.press("question_mark")
+            await wait_for(pilot, lambda: not app.screen.query("HelpPanel"), 5, "key panel closed")
+            # typed into the filter, `?` is text, not the key
+            await pilot.press("slash", "question_mark")
+            assert "?" in app.screen.query_one("#filter").value
+            assert not app.screen.query("HelpPanel")
     asyncio.run(go())
 
 

@@ -28,8 +28,10 @@ if TYPE_CHECKING:
 class TuituneApp(App):
     CSS_PATH = str(Path(screens.__file__).parent / "app.tcss")
     TITLE = "tuitune"
-    SUB_TITLE = "fine-tune Hugging Face models"
-    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False)]
+    SUB_TITLE = "fine-tune Hugging Face models · ? keys"
+    # At 80 columns a footer may cut its last keys: `?` lists every key of the screen in a side panel.
+    BINDINGS = [Binding("ctrl+q", "quit", "Quit", show=False),
+                Binding("question_mark", "toggle_keys", "Keys", show=False)]
 
     def __init__(self, store: Optional[RunStore] = None, *, predict_factory: Optional[Callable[[int], Any]] = None,
                  poll_s: float = 0.5):
@@ -46,6 +48,13 @@ class TuituneApp(App):
 
     def on_mount(self) -> None:
         self.push_screen(RunsScreen())
+
+    def action_toggle_keys(self) -> None:
+        """`?`: show (or hide) Textual's key panel: every key of the screen, with what it does."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def run_ended(self, run: "RunRecord") -> None:
         """A run the user was watching ended: a toast here, the bell and a desktop notification

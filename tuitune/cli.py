@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -324,19 +323,11 @@ def cmd_delete(args, h) -> int:
     return 0
 
 
-def _engine(args_list: list[str]) -> dict:
-    env = dict(os.environ)
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    proc = subprocess.run([sys.executable, "-m", "tuitune.engine", *args_list], capture_output=True, text=True, env=env,
-                          stdin=subprocess.DEVNULL)
-    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
-    if not lines:
-        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise TuituneError(f"engine failed: {tail}")
-    out = json.loads(lines[-1])
-    if "error" in out:
-        raise TuituneError(out["error"])
-    return out
+def _engine(args_list: list[str], what: str) -> dict:
+    """An engine subcommand's answer (`launcher.call_engine`); `what` names it in a failure line."""
+    from tuitune import launcher
+
+    return launcher.call_engine(args_list, error_prefix=f"{what} failed")
 
 
 def cmd_predict(args, h) -> int:
@@ -350,7 +341,7 @@ def cmd_predict(args, h) -> int:
     cmd = ["predict", str(run.id), args.text] + (["--top-k", str(args.top_k)] if args.top_k is not None else [])
     cmd += ["--base"] if args.base else []
     cmd += generation_argv(args)
-    out = _engine(cmd)
+    out = _engine(cmd, "predict")
     if args.json:
         _print_json(out)
         return 0
@@ -441,7 +432,7 @@ def _predict_many(args, run: RunRecord) -> int:
 
 
 def cmd_compare(args, h) -> int:
-    from tuitune.compare import compare, format_table, table_rows
+    from tuitune.compare import compare, fmt_value, format_table, table_rows
 
     data = compare(h, args.runs)
     if args.json:
@@ -450,7 +441,7 @@ def cmd_compare(args, h) -> int:
     print(format_table(table_rows(data)))
     if data["config_diff"]:
         print("\nconfig differences:")
-        rows = [[d["key"]] + [short(str(v), 24) for v in d["values"]] for d in data["config_diff"]]
+        rows = [[d["key"]] + [short(fmt_value(v), 24) for v in d["values"]] for d in data["config_diff"]]
         print(format_table([["field"] + [f"run {r['id']}" for r in data["runs"]]] + rows))
     else:
         print("\nconfigs are identical")
@@ -459,7 +450,7 @@ def cmd_compare(args, h) -> int:
 
 def cmd_merge(args, h) -> int:
     run = h.get_run(args.run)
-    out = _engine(["merge", str(run.id)] + (["--out", args.out] if args.out else []))
+    out = _engine(["merge", str(run.id)] + (["--out", args.out] if args.out else []), "merge")
     if args.json:
         _print_json(out)
     else:

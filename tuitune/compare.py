@@ -89,6 +89,8 @@ def run_entry(h, run: RunRecord) -> dict[str, Any]:
         "id": run.id, "name": run.name, "status": run.status, "task": run.task, "model": run.model,
         "method": run.method, "dataset": run.dataset, "steps": run.step,
         "main_metric": metric, "baseline_value": run.baseline_value, "main_value": run.main_value,
+        # a run with no final evaluation (pruned, stopped, crashed) still shows where it got to
+        "last_eval_value": (phases.get("eval") or {}).get(f"eval_{metric}") if metric else None,
         "test_value": test,
         "per_class_f1": _per_class_f1(h, run.id),
         **_resources(h, run),
@@ -125,6 +127,20 @@ def _change(before: Optional[float], after: Optional[float]) -> str:
     return f"{_num(before)} → {_num(after)}"
 
 
+def _after(r: dict[str, Any]) -> str:
+    """Main metric before → after; without a final evaluation, the last periodic one, marked."""
+    if r["main_value"] is None and r.get("last_eval_value") is not None:
+        return f"{_num(r['baseline_value'])} → {_num(r['last_eval_value'])} (last)"
+    return _change(r["baseline_value"], r["main_value"])
+
+
+def fmt_value(v: Any) -> str:
+    """A config value for the differences table: floats to 4 significant digits."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return NONE if v is None else str(v)
+
+
 def _seconds(v: Optional[float]) -> str:
     if v is None:
         return NONE
@@ -137,9 +153,10 @@ def table_rows(data: dict[str, Any]) -> list[list[str]]:
     runs = data["runs"]
     rows: list[list[str]] = [
         ["run"] + [f"{r['id']} {r['name'] or ''}".strip() for r in runs],
-        ["task · method"] + [f"{r['task'] or NONE} · {r['method'] or NONE}" for r in runs],
+        ["method"] + [r["method"] or NONE for r in runs],  # its own row: a narrow column must not cut it
+        ["task"] + [r["task"] or NONE for r in runs],
         ["main metric"] + [r["main_metric"] or NONE for r in runs],
-        ["before → after"] + [_change(r["baseline_value"], r["main_value"]) for r in runs],
+        ["before → after"] + [_after(r) for r in runs],
     ]
     if any(r["test_value"] is not None for r in runs):
         rows.append(["test"] + [_num(r["test_value"]) for r in runs])

@@ -5,9 +5,7 @@ the Compress view and the model card share. No torch here: the work happens in
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 from typing import Callable, Optional
 
@@ -105,7 +103,12 @@ def table_rows(rows: list[dict], task: Optional[str], *, compact: bool = False) 
                  f"{r['latency_p50_ms']:.1f}"]
         if not compact:
             cells.append(f"{r['latency_p95_ms']:.1f}")
-        cells += [f"{ref['latency_p50_ms'] / r['latency_p50_ms']:.2f}" if ref else "-",
+        # speed against the fp32 measured in the same compress call (the engine stores it): a variant
+        # re-run later, on a machine busier or idler than before, is not compared with another fp32
+        speed = (r.get("info") or {}).get("speedup_b1")
+        if speed is None and ref:
+            speed = ref["latency_p50_ms"] / r["latency_p50_ms"]
+        cells += ["-" if speed is None else f"{speed:.2f}",
                   f"{r['throughput']:.0f}", f"{(r.get('peak_rss') or 0) / 2**20:.0f}",
                   "-" if q is None else (f"{q:.4f}" if metric == "accuracy" and not compact else
                                          f"{q:.3f}")]
@@ -134,45 +137,21 @@ def markdown_table(rows: list[dict], task: Optional[str]) -> str:
 # -- running the engine ------------------------------------------------------------------------------
 
 def engine_argv(run_id: int, variants: list[str], recover_steps: int) -> list[str]:
-    argv = [sys.executable, "-m", "tuitune.engine", "compress", str(run_id)]
+    """`python -m tuitune.engine compress`'s arguments."""
+    argv = ["compress", str(run_id)]
     for v in variants:
         argv += ["--variant", v]
     return argv + ["--recover-steps", str(recover_steps)]
 
 
-def run_engine(argv: list[str], on_progress: Optional[Callable[[str], None]] = None) -> dict:
-    """Run an engine command that prints JSON lines; hand progress lines to `on_progress`."""
-    env = dict(os.environ)
-    env.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            stdin=subprocess.DEVNULL, start_new_session=True)
-    last: Optional[dict] = None
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if not line.startswith("{"):
-                continue
-            msg = json.loads(line)
-            if "progress" in msg:
-                if on_progress:
-                    on_progress(msg["progress"])
-            else:
-                last = msg
-        err = proc.stderr.read() if proc.stderr else ""
-        proc.wait()
-    except BaseException:
-        proc.terminate()  # Ctrl-C: the engine's temporary folder is removed as it unwinds
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        raise
-    if last is None:
-        tail = (err.strip().splitlines() or ["no output"])[-1]
-        raise TuituneError(f"engine failed: {tail[:300]}")
-    if "error" in last:
-        raise TuituneError(last["error"])
-    return last
+def run_compress(run_id: int, variants: list[str], recover_steps: int,
+                 on_progress: Optional[Callable[[str], None]] = None) -> dict:
+    """Build and measure variants in an engine process (blocks); `on_progress(str)` gets each
+    progress line. Ctrl-C stops the engine, which removes its temporary folder as it unwinds."""
+    from tuitune.launcher import call_engine
+
+    return call_engine(engine_argv(run_id, variants, recover_steps), error_prefix="compress failed",
+                       on_progress=on_progress)
 
 
 def _check_run(h, run_ref) -> dict:
@@ -190,19 +169,22 @@ def cmd_compress(args, h) -> int:
     run = _check_run(h, args.run)
     if args.recover_steps < 0:
         raise TuituneError("--recover-steps must be ≥ 0")
+    this_call = None
     if not args.show:
         progress = None if args.json else (lambda msg: print(msg, file=sys.stderr, flush=True))
-        run_engine(engine_argv(run.id, args.variant, args.recover_steps), progress)
-    rows = h.compressions(run.id)
+        this_call = run_compress(run.id, args.variant, args.recover_steps, progress)["rows"]
+    rows = h.compressions(run.id)  # the newest row of every variant, this call's and earlier ones
     if not rows:
         raise TuituneError(f"run {run.id} has no compressed variants yet: `tuitune compress {run.id}`")
+    # exit 0 when this call built a variant (with --show: when one is there), 1 when none
+    built = any(r["status"] == "done" and r["variant"] != BASELINE for r in (this_call or rows))
     if args.json:
         _print_json({"id": run.id, "task": run.task, "variants": ordered(rows)})
-        return 0
+        return 0 if built else 1
     headers, cells = table_rows(rows, run.task)
     print(_table(cells, headers))
     print(f"variants in {os.path.join(run.run_dir, 'compressed')}")
-    return 0 if any(r["status"] == "done" and r["variant"] != BASELINE for r in rows) else 1
+    return 0 if built else 1
 
 
 def cmd_export_model(args, h) -> int:
@@ -217,10 +199,11 @@ def cmd_export_model(args, h) -> int:
                                 for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
         raise TuituneError("--push-to-hub needs the internet, but HF_HUB_OFFLINE is set: unset it, or export "
                            "without --push-to-hub and upload the folder later")
-    argv = [sys.executable, "-m", "tuitune.engine", "export-model", str(run.id), "--out", args.out,
-            "--format", args.format] + (["--merge"] if args.merge else []) + \
-           (["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])
-    out = run_engine(argv)
+    from tuitune.launcher import call_engine
+
+    argv = ["export-model", str(run.id), "--out", args.out, "--format", args.format] + \
+           (["--merge"] if args.merge else []) + (["--push-to-hub", args.push_to_hub] if args.push_to_hub else [])
+    out = call_engine(argv, error_prefix="export failed")
     if args.json:
         _print_json(out)
     else:

@@ -595,9 +595,11 @@ class History:
     # -- compressed variants -------------------------------------------------------------------
     def start_compression(self, run_id: int, variants: list[str], recover_steps: int = 0) -> int:
         """Pending rows for one compress call; returns its batch id."""
-        batch = now_ms()
         with self.conn:
-            self.conn.execute("BEGIN")
+            self.conn.execute("BEGIN IMMEDIATE")
+            # the time in ms, made unique: two calls in the same millisecond are still two batches
+            last = self.conn.execute("SELECT MAX(batch) FROM compressions").fetchone()[0] or 0
+            batch = max(now_ms(), last + 1)
             self.conn.executemany(
                 "INSERT INTO compressions (run_id, batch, variant, status, recover_steps, pid, time) "
                 "VALUES (?, ?, ?, 'pending', ?, ?, ?)",

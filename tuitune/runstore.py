@@ -100,4 +100,4 @@ class RunStore:
         from a worker); `on_progress(str)` gets each progress line."""
         from tuitune import compress_cli
 
-        return compress_cli.run_engine(compress_cli.engine_argv(run_id, variants, recover_steps), on_progress)
+        return compress_cli.run_compress(run_id, variants, recover_steps, on_progress)
