@@ -10,7 +10,8 @@ peak resident memory is reset before the step (/proc/self/clear_refs), so the fi
 step adds on top of the loaded model: once with the loss through the LM head ("step"), once with
 the backbone only ("backbone": a sum of the last hidden states as the loss). Their difference is
 the head's; the backbone's, divided by tokens × layers, is the activations' bytes per token per
-layer, which the estimate splits as ACT_PER_HIDDEN·hidden + ACT_PER_INNER·2·inner.
+layer, which the estimate splits as ACT_PER_HIDDEN·hidden + ACT_PER_INNER·1.5·inner (a gated MLP) + 5 B per
+input unit of each LoRA layer (its dropped-out input and mask).
 """
 
 from __future__ import annotations

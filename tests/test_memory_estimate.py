@@ -93,8 +93,8 @@ def test_chat_and_preference_rows_are_measured_as_the_chat_template_renders_them
     f.write_text("".join(json.dumps(r) + "\n" for r in pairs), encoding="utf-8")
     dpo = batch_length({"path": str(f), "max_length": 256}, "dpo", 4, training={"max_steps": 1},
                        model_path=str(tiny_llama))
-    assert dpo.mean == pytest.approx(mean(max(n_tokens(r["prompt"] + r["chosen"]), n_tokens(r["prompt"] + r["rejected"]))
-                                          for r in pairs))
+    longer = [max(n_tokens(r["prompt"] + r["chosen"]), n_tokens(r["prompt"] + r["rejected"])) for r in pairs]
+    assert dpo.mean == pytest.approx(mean(longer))
     short = batch_length({"path": str(f), "max_length": 16}, "dpo", 4, model_path=str(tiny_llama))
     assert short.length == short.longest == 16
 

@@ -294,7 +294,8 @@ def batch_length(data: Any, task: str, batch: int, *, training: Any = None, mode
     max_length = int(_get(data, "max_length", 128))
     n_total = len(rows)
     has_validation = any(s in by_split for s in ("validation", "valid", "dev")) or _get(data, "eval_split")
-    n_train = n_total if has_validation else n_total - int(round(n_total * float(_get(data, "validation_size", 0.1))))
+    held_out = 0 if has_validation else int(round(n_total * float(_get(data, "validation_size", 0.1))))
+    n_train = n_total - held_out
     if _get(data, "max_train_samples"):
         n_train = min(n_train, int(_get(data, "max_train_samples")))
     if len(rows) > sample:

@@ -60,15 +60,16 @@ class ModelInfo:
         - runtime: Python with torch, transformers, datasets, peft and trl loaded, the tokenizer and
           the data (RUNTIME_BYTES);
         - weights: 4 B/param (fp32); a 4-bit base keeps its embeddings in fp32 and stores the rest in
-          ~0.56 B/param (NF4 + block scales), 8-bit ~1.1 B/param; DPO without an adapter keeps a
+          ~0.56 B/param (NF4 + block scales), 8-bit ~1.1 B/param (not measured); DPO without an adapter keeps a
           frozen reference copy too;
         - train state: gradients and AdamW's two moments of what trains, 12 B/param (full: all;
           adapters and the selective methods: ~1 %);
         - activations: what backward keeps per layer and token, ACT_PER_HIDDEN·hidden +
           ACT_PER_INNER·inner width (×1.5 for a gated MLP: three inner-width tensors, not two) +
           ACT_PER_HEAD·heads·length (attention scores, kept where attention has dropout: without,
-          torch's fused attention keeps none), times layers (one layer for last_layer, which backpropagates through none; with
-          gradient checkpointing, one hidden state per layer plus one layer's); DPO doubles the rows
+          torch's fused attention keeps none), times layers (one layer for last_layer, which
+          backpropagates through none; with gradient checkpointing, one hidden state per layer
+          plus one layer's); DPO doubles the rows
           (chosen and rejected), prompt tuning lengthens them by its virtual tokens; LoRA with
           dropout keeps each adapted layer's dropped-out input too (fp32 + a 1-byte mask: 5 B per
           input unit; the default targets: two attention projections; DPO: none, TRL's DPOTrainer
@@ -86,7 +87,8 @@ class ModelInfo:
         vocab = self.vocab or 0
         full = _method_trains_everything(method)
         embed = min(p, vocab * h * (1 if self.tied_embeddings else 2))  # kept in fp32 by bitsandbytes
-        weights = 4 * p if load_in not in ("4bit", "8bit") else int(4 * embed + (BNB4_BYTES if load_in == "4bit" else BNB8_BYTES) * (p - embed))
+        per_quantized = BNB4_BYTES if load_in == "4bit" else BNB8_BYTES
+        weights = 4 * p if load_in not in ("4bit", "8bit") else int(4 * embed + per_quantized * (p - embed))
         pairs = spec is not None and spec.pairs
         if pairs and _method_family(method) == "selective":  # DPO without an adapter: a frozen reference copy
             weights *= 2
@@ -95,7 +97,7 @@ class ModelInfo:
         n = length + (virtual_tokens if _method_prompt_learning(method) else 0)
         scores = ACT_PER_HEAD * heads * n if self.attention_dropout is None or self.attention_dropout > 0 else 0
         per_token = ACT_PER_HIDDEN * h + ACT_PER_INNER * inner * (1.5 if self.gated_mlp else 1) + scores
-        if _method_family(method) == "reparameterisation" and lora_dropout > 0 and not pairs:  # TRL's DPO turns dropout off
+        if _method_family(method) == "reparameterisation" and lora_dropout > 0 and not pairs:  # DPO: dropout off
             widths = [inner if _takes_inner(t) else h for t in (lora_targets or ["q", "v"])]
             per_token += 5 * sum(widths)
         if method == "last_layer":  # training only the head backpropagates through nothing: one layer at a time
@@ -117,7 +119,7 @@ class ModelInfo:
 
 
 # Calibration of `ModelInfo.estimate` (bench/memory_estimate.py prints estimate vs measured peak).
-RUNTIME_BYTES = 650 * 2**20  # MiniLM last_layer (almost nothing else) peaked at 839 MiB
+RUNTIME_BYTES = 650 * 2**20  # fitted: MiniLM last_layer (almost nothing else) peaked at 742–839 MiB
 ACT_PER_HIDDEN = 56  # bytes per hidden unit per token per layer: ~14 fp32 hidden-size tensors kept for backward
 ACT_PER_INNER = 8  # bytes per MLP inner unit: 2 fp32 tensors (the up projection and its activation; gated: 3)
 ACT_PER_HEAD = 16  # bytes per attention score per head (scores, softmax, dropout mask), with attention dropout
@@ -247,12 +249,13 @@ def model_from_folder(name: str, folder: Path, source: str) -> ModelInfo:
     info.layers = cfg.get("num_hidden_layers") or cfg.get("n_layer") or cfg.get("n_layers")
     info.vocab = cfg.get("vocab_size")
     info.heads = cfg.get("num_attention_heads") or cfg.get("n_head") or cfg.get("n_heads")
-    info.intermediate = cfg.get("intermediate_size") or cfg.get("n_inner") or cfg.get("ffn_dim") or cfg.get("hidden_dim")
+    info.intermediate = next((cfg[k] for k in ("intermediate_size", "n_inner", "ffn_dim", "hidden_dim") if cfg.get(k)), None)
     act = str(cfg.get("hidden_act") or cfg.get("hidden_activation") or cfg.get("activation_function") or "")
-    info.gated_mlp = act in ("silu", "swish", "gelu_pytorch_tanh") and "intermediate_size" in cfg and info.model_type not in (
-        "bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta", "albert", "mpnet")
+    encoders = ("bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "xlm-roberta", "albert", "mpnet")
+    info.gated_mlp = (act in ("silu", "swish", "gelu_pytorch_tanh") and "intermediate_size" in cfg
+                      and info.model_type not in encoders)  # Llama-style gate × up
     info.tied_embeddings = bool(cfg.get("tie_word_embeddings", True))
-    drop = [cfg.get(k) for k in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop", "attention_probs_dropout")]
+    drop = [cfg.get(k) for k in ("attention_probs_dropout_prob", "attention_dropout", "attn_pdrop")]
     info.attention_dropout = next((float(d) for d in drop if isinstance(d, (int, float))), None)
     if (folder / "tokenizer.json").exists():
         info.tokenizer_path = str(folder)
