@@ -16,7 +16,7 @@ from tuitune import demo, paths
 from tuitune.errors import TuituneError
 
 NAME = "demo:smollm2"
-CACHE_NAME = "smollm2-135m-instruct"
+CACHE_NAME = demo.SMOLLM2_CACHE
 
 
 def gguf_file() -> Path:

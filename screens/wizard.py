@@ -95,6 +95,12 @@ class ModelScreen(BaseScreen):
         if name:
             self.inspect(name)
 
+    def on_screen_resume(self) -> None:
+        """Back from the Dataset step: the estimate's length follows the data chosen there."""
+        d = draft_of(self.tuitune)
+        if self.info is not None and d["data"].get("path") != getattr(self, "_data_seen", None):
+            self.inspect(self.info.name)
+
     @work(thread=True, exclusive=True, exit_on_error=False, group="choices")
     def _choices(self) -> None:
         from tuitune.model_info import model_choices
@@ -137,9 +143,18 @@ class ModelScreen(BaseScreen):
         except TuituneError as err:
             self.app.call_from_thread(self._show, None, str(err))
             return
-        self.app.call_from_thread(self._show, info, "")
+        self.app.call_from_thread(self._show, info, "", self._batch_length(info))
 
-    def _show(self, info, error: str) -> None:
+    def _batch_length(self, info):
+        """How long the draft's data makes a batch (None: no data chosen yet, or not readable here)."""
+        from tuitune.model_info import draft_batch_length
+
+        try:
+            return draft_batch_length(info, draft_of(self.tuitune))
+        except Exception:  # noqa: BLE001 - an odd draft or file: the estimate falls back to max_length
+            return None
+
+    def _show(self, info, error: str, lengths=None) -> None:
         self.info = info
         self.query_one("#model-error", Static).update(error)
         panel = self.query_one("#model-info", Static)
@@ -147,8 +162,10 @@ class ModelScreen(BaseScreen):
             panel.update("")
             return
         d = draft_of(self.tuitune)
+        self._data_seen = d["data"].get("path")
         batch = int(d["training"].get("per_device_train_batch_size", 16))
-        length = int(d["data"].get("max_length", 128))
+        max_length = int(d["data"].get("max_length", 128))
+        length = lengths.length if lengths is not None else max_length
         mem = info.memory(batch, length, task=d.get("task") or "classification")
         lines = [
             f"[b]{escape(info.name)}[/b]  ({info.source})",
@@ -161,8 +178,12 @@ class ModelScreen(BaseScreen):
             f"  full {fmt_bytes(mem['full'])} · LoRA {fmt_bytes(mem['lora'])}",
             f"  QLoRA {fmt_bytes(mem['qlora'])}",
             "  libraries+weights+optimizer+activations",
-            "  at full-length rows (shorter: less)",
         ]
+        if lengths is None:
+            lines += [f"  rows of max_length {max_length} (no data read", "  yet: shorter rows need less)"]
+        else:
+            lines += [f"  length: the typical longest of the {lengths.drawn:,}",
+                      f"  rows the run draws ({escape(lengths.how)})"]
         if info.note:
             lines.append(info.note)
         panel.update("\n".join(lines))

@@ -202,8 +202,12 @@ def test_memory_estimate_counts_its_parts_and_follows_method_batch_and_task():
     assert full["logits"] == 0 and info.estimate("full", 16, 128, task="mlm")["logits"] > 0
     assert info.memory(16, 128)["full"] == full["total"]
     llm = inspect_model("demo:smollm2")
-    sft, dpo = llm.estimate("lora", 4, 128, task="sft"), llm.estimate("lora", 4, 128, task="dpo")
+    sft, dpo = (llm.estimate("lora", 4, 128, task=t, lora_dropout=0.0) for t in ("sft", "dpo"))
     assert dpo["activations"] == 2 * sft["activations"]  # chosen and rejected
+    # LoRA dropout keeps each adapted layer's input; TRL's DPO turns dropout off
+    assert llm.estimate("lora", 4, 128, task="sft")["activations"] > sft["activations"]
+    assert llm.estimate("lora", 4, 128, task="dpo")["activations"] == dpo["activations"]
+    assert llm.estimate("full", 4, 128, task="dpo")["weights"] == 2 * llm.estimate("full", 4, 128, task="sft")["weights"]
     assert llm.estimate("qlora", 4, 128, task="sft", load_in="4bit")["weights"] < sft["weights"]
 
 

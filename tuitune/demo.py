@@ -43,6 +43,9 @@ ASSETS: dict[str, DemoAsset] = {a.name: a for a in [
 ]}
 
 
+SMOLLM2_CACHE = "smollm2-135m-instruct"  # demo:smollm2 converted to a model folder, under $TUITUNE_HOME/cache
+
+
 def is_demo(name: str) -> bool:
     return name.startswith("demo:")
 
