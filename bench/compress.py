@@ -165,7 +165,11 @@ def cmd_candidates(args) -> int:
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         d = Path(tempfile.mkdtemp())
-        names = [k for k in inputs["single"][0]]
+        import inspect
+
+        # positional export: the inputs in the order forward() takes them (the tokenizer's order,
+        # input_ids, token_type_ids, attention_mask, would feed the token types in as the mask)
+        names = [k for k in inspect.signature(fp32.forward).parameters if k in inputs["single"][0]]
         sample = tuple(inputs["single"][0][k] for k in names)
         torch.onnx.export(fp32, sample, str(d / "fp32.onnx"), input_names=names, output_names=["logits"],
                           dynamic_axes={k: {0: "batch", 1: "seq"} for k in names}, dynamo=False, opset_version=17)
