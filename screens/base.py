@@ -58,18 +58,27 @@ class BaseScreen(TuituneScreenMixin, Screen):
 
 
 class PolledScreen(BaseScreen):
-    """A screen whose data `_read()` is read in a worker thread every few polls (never two reads at
-    once) and handed to `_show(data)` on the UI thread."""
+    """A screen whose data `_read()` is read in a worker thread every `poll_every` × the app's poll
+    interval (never two reads at once) and handed to `_show(data)` on the UI thread. A screen whose
+    data can no longer change (its run ended) calls `stop_polling()`."""
 
+    poll_every = 4.0
     _loading = False
+    _done = False
+    _poll_timer: Any = None
 
     def start_polling(self, focus: str) -> None:
         self.query_one(focus).focus()
         self.reload()
-        self.set_interval(self.tuitune.poll_s * 4, self.reload)
+        self._poll_timer = self.set_interval(self.tuitune.poll_s * self.poll_every, self.reload)
+
+    def stop_polling(self) -> None:
+        self._done = True
+        if self._poll_timer is not None:
+            self._poll_timer.stop()
 
     def reload(self) -> None:
-        if not self._loading:
+        if not self._loading and not self._done:
             self._loading = True
             self._load()
 

@@ -18,13 +18,13 @@ from textual.widgets import DataTable, Footer, Header, ProgressBar, Static
 
 from tuitune.records import RunRecord
 from tuitune.compress_cli import BASELINE, ORDER, describe, table_rows
-from tuitune.screens.base import BaseScreen, explain
+from tuitune.screens.base import PolledScreen, explain
 
 RECOVER_CHOICES = (0, 20, 50, 100)
 STEP = re.compile(r"compress (\d+)/(\d+)")
 
 
-class CompressScreen(BaseScreen):
+class CompressScreen(PolledScreen):
     BINDINGS = [
         Binding("r", "run_all", "Run all"),
         Binding("enter", "run_one", "Run selected"),
@@ -41,7 +41,6 @@ class CompressScreen(BaseScreen):
         self.recover_steps = 0
         self.running = False
         self.progress_text = ""
-        self._busy = False
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -52,29 +51,19 @@ class CompressScreen(BaseScreen):
         yield Static("", id="cx-detail", markup=False)
         yield Footer(compact=True, show_command_palette=False)
 
+    poll_every = 1.0  # a compress in progress writes its rows as they come
+
     def on_mount(self) -> None:
-        self.query_one("#cx-table", DataTable).focus()
         self.query_one("#cx-progress", ProgressBar).display = False  # shown once a compress starts
-        self._tick()
-        self.set_interval(self.tuitune.poll_s, self._tick)
+        self.start_polling("#cx-table")
 
     # -- reading the history ---------------------------------------------------------------------
-    def _tick(self) -> None:
-        if not self._busy:
-            self._busy = True
-            self._load()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="cmp-load")
-    def _load(self) -> None:
+    def _read(self) -> tuple[RunRecord, list[dict[str, Any]]]:
         store = self.tuitune.store
-        try:
-            run = store.run(self.run_id)
-            rows = store.compressions(self.run_id)
-        finally:
-            self._busy = False
-        self.app.call_from_thread(self._show, run, rows)
+        return store.run(self.run_id), store.compressions(self.run_id)
 
-    def _show(self, run: RunRecord, rows: list[dict[str, Any]]) -> None:
+    def _show(self, data: tuple[RunRecord, list[dict[str, Any]]]) -> None:
+        run, rows = data
         self.run_task = run.task
         self.run_status = run.status
         self.rows = rows
@@ -133,7 +122,7 @@ class CompressScreen(BaseScreen):
         i = RECOVER_CHOICES.index(self.recover_steps) if self.recover_steps in RECOVER_CHOICES else 0
         self.recover_steps = RECOVER_CHOICES[(i + 1) % len(RECOVER_CHOICES)]
         self.notify(f"recovery fine-tune after pruning/clustering: {self.recover_steps} steps")
-        self._tick()
+        self.reload()
 
     def _start(self, variants: list[str]) -> None:
         if self.running:
@@ -165,13 +154,13 @@ class CompressScreen(BaseScreen):
         if m:
             i, n = int(m.group(1)), int(m.group(2))
             self.query_one("#cx-progress", ProgressBar).update(total=n, progress=i - 1)
-        self._tick()
+        self.reload()
 
     def _finished(self, error: str) -> None:
         self.running = False
         bar = self.query_one("#cx-progress", ProgressBar)
         bar.update(total=1, progress=1)
-        self._tick()
+        self.reload()
         if error:
             self._set_status(f"compress failed: {error}")
             self.tuitune.show_error(error)

@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 from rich.markup import escape
 from rich.text import Text
-from textual import on, work
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import VerticalScroll
@@ -21,7 +21,7 @@ from textual.widgets import DataTable, Footer, Header, Static, TabbedContent, Ta
 
 from tuitune.formatting import fmt_change, fmt_resources, probe_timeline, real_metrics, short
 from tuitune.records import EvalRecord, RunRecord
-from tuitune.screens.base import BaseScreen
+from tuitune.screens.base import PolledScreen
 from tuitune.tasks import TASKS
 
 LABEL_W = 12  # row labels of the matrix
@@ -42,7 +42,7 @@ def head(label: str, width: int) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
-class EvaluationScreen(BaseScreen):
+class EvaluationScreen(PolledScreen):
     BINDINGS = [
         Binding("escape,q", "leave", "Back"),
         Binding("p", "pick(-1)", "◀ eval"),
@@ -60,8 +60,6 @@ class EvaluationScreen(BaseScreen):
         self.depth: dict[str, Any] = {"reports": [], "confusions": [], "errors": [], "probes": []}
         self.index: Optional[int] = None  # chosen evaluation; None follows the latest
         self.cell: Optional[tuple[str, str]] = None  # (true, predicted) filter of the error list
-        self._busy = False
-        self._done = False
         self._drawn_key: Any = None
 
     def compose(self) -> ComposeResult:
@@ -84,42 +82,26 @@ class EvaluationScreen(BaseScreen):
                     yield Static("", id="ev-metrics")
         yield Footer(compact=True, show_command_palette=False)
 
+    poll_every = 1.0  # a live run's new evaluations arrive on their own
+
     def on_mount(self) -> None:
-        self.query_one("#ev-matrix", DataTable).focus()
-        self._tick()
-        self._timer = self.set_interval(self.tuitune.poll_s, self._tick)
+        self.start_polling("#ev-matrix")
 
     # -- reading ----------------------------------------------------------------------------------
-    def _tick(self) -> None:
-        if self._busy or self._done:
-            return
-        self._busy = True
-        self._poll()
-
-    @work(thread=True, exclusive=True, exit_on_error=False, group="poll")
-    def _poll(self) -> None:
+    def _read(self) -> dict[str, Any]:
         store = self.tuitune.store
-        try:
-            data = {"run": store.run(self.run_id), "evals": store.evaluations(self.run_id),
-                    "depth": store.evaluation_depth(self.run_id)}
-        except Exception:
-            self._busy = False
-            raise
-        self.app.call_from_thread(self._apply, data)
+        return {"run": store.run(self.run_id), "evals": store.evaluations(self.run_id),
+                "depth": store.evaluation_depth(self.run_id)}
 
-    def _apply(self, data: dict[str, Any]) -> None:
-        try:
-            self.run, self.evals, self.depth = data["run"], data["evals"], data["depth"]
-            if self.index is None and self.start_step is not None and self.evals:
-                at = [i for i, e in enumerate(self.evals) if e.step <= self.start_step]
-                self.index = at[-1] if at else 0
-                self.start_step = None
-            if not self.run.live:
-                self._done = True
-                self._timer.stop()
-            self._draw()
-        finally:
-            self._busy = False
+    def _show(self, data: dict[str, Any]) -> None:
+        self.run, self.evals, self.depth = data["run"], data["evals"], data["depth"]
+        if self.index is None and self.start_step is not None and self.evals:
+            at = [i for i, e in enumerate(self.evals) if e.step <= self.start_step]
+            self.index = at[-1] if at else 0
+            self.start_step = None
+        if not self.run.live:
+            self.stop_polling()
+        self._draw()
 
     # -- choosing ---------------------------------------------------------------------------------
     def _chosen(self) -> Optional[int]:
