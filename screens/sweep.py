@@ -16,14 +16,9 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import DataTable, Footer, Header, Static
 from textual_plotext import PlotextPlot
 
+from tuitune.formatting import fmt_value
 from tuitune.screens import messages
 from tuitune.screens.base import BaseScreen, PolledScreen, cursor_row_id
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
 
 
 def _dur(s: Optional[float]) -> str:
@@ -92,7 +87,7 @@ class SweepScreen(PolledScreen):
         title = title if len(title) <= 78 else title[:77] + "…"
         goal = f"{'max' if s['direction'] == 'maximize' else 'min'} {s['metric']}"
         if best:
-            params = " ".join(f"{k.split('.')[-1]}={_fmt(v)}" for k, v in best["params"].items())
+            params = " ".join(f"{k.split('.')[-1]}={fmt_value(v)}" for k, v in best["params"].items())
             line = f"best {best['value']:.4f}: trial {best['trial']} (run {best['run_id']}) · {goal} · {params}"
             title += "\n" + (line if len(line) <= 78 else line[:77] + "…")  # the leaderboard has them all
         else:
@@ -105,7 +100,7 @@ class SweepScreen(PolledScreen):
         table.add_columns("#", "status", *[k.split(".")[-1][:9] for k in keys], s["metric"][:8], "time")
         for r in s["trials"]:
             value = r["value"] if r["value"] is not None else r.get("last")
-            table.add_row(str(r["trial"]), r["state"], *[_fmt(r["params"].get(k)) for k in keys], _fmt(value),
+            table.add_row(str(r["trial"]), r["state"], *[fmt_value(r["params"].get(k)) for k in keys], fmt_value(value),
                           _dur(r["duration_s"]), key=str(r["trial"]))
         if current is not None:
             for i, r in enumerate(s["trials"]):
@@ -193,7 +188,7 @@ class SweepsScreen(BaseScreen):
             try:
                 s = load_summary(h, row["name"])
                 rows.append([row["name"], f"{s['finished']}/{s['budget']}", s["metric"],
-                             _fmt((s["best"] or {}).get("value")), _fmt((s["best"] or {}).get("run_id")),
+                             fmt_value((s["best"] or {}).get("value")), fmt_value((s["best"] or {}).get("run_id")),
                              row["parent"] or ""])
             except Exception as err:  # noqa: BLE001 - one unreachable storage must not hide the rest
                 rows.append([row["name"], "?", "?", "?", "?", str(err)[:30]])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 from typing import Any, Optional
 
+from tuitune import formatting
 from tuitune.formatting import fmt_bytes
 from tuitune.records import RunRecord
 
@@ -135,10 +136,8 @@ def _after(r: dict[str, Any]) -> str:
 
 
 def fmt_value(v: Any) -> str:
-    """A config value for the differences table: floats to 4 significant digits."""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return NONE if v is None else str(v)
+    """A config value for the differences table (4 significant digits; — for none)."""
+    return formatting.fmt_value(v, NONE)
 
 
 def _seconds(v: Optional[float]) -> str:

@@ -97,6 +97,13 @@ def fmt_bytes(n: Optional[float]) -> str:
     return f"{int(n)} B"
 
 
+def fmt_value(v: Any, none: str = "-") -> str:
+    """A config or sampled value in a table: floats to 4 significant digits, None as `none`."""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return none if v is None else str(v)
+
+
 def short(s: Optional[str], n: int = 24) -> str:
     """A long name cut from the left (`…/models/bert`), so its most telling end stays visible."""
     s = s or ""

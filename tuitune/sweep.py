@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 from urllib.parse import urlsplit, urlunsplit
 
 from tuitune.errors import TuituneError
+from tuitune.formatting import fmt_value
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -733,7 +734,7 @@ class Driver:
             self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
             return False
         values = {p.key: p.suggest(trial) for p in self.d.params}
-        shown = " ".join(f"{k}={_fmt(v)}" for k, v in values.items())
+        shown = " ".join(f"{k}={fmt_value(v)}" for k, v in values.items())
         try:
             cfg = validate_config(self.d.trial_config(values, trial.number))
         except TuituneError as err:
@@ -810,10 +811,6 @@ class Driver:
             self._retry_later(a.trial.params)
         self.say(f"trial {n} (run {a.run_id}) {run['status']}: {reason}")
         return True
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
 def install_signals(driver: Driver) -> Callable[[], None]:

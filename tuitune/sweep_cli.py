@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 from tuitune.errors import TuituneError
+from tuitune.formatting import fmt_value
 
 
 def add_parsers(sub, common) -> None:
@@ -59,12 +60,6 @@ def _say(args):
     return say
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return "-" if v is None else str(v)
-
-
 def leaderboard_table(s: dict[str, Any]) -> str:
     from tuitune.cli import _table
 
@@ -72,10 +67,10 @@ def leaderboard_table(s: dict[str, Any]) -> str:
     rows = []
     for r in s["trials"]:
         value = r["value"] if r["value"] is not None else r.get("last")
-        rows.append([str(r["trial"]), r["state"], *[_fmt(r["params"].get(k)) for k in keys],
-                     _fmt(value) + ("" if r["value"] is not None or value is None else " (last)"),
+        rows.append([str(r["trial"]), r["state"], *[fmt_value(r["params"].get(k)) for k in keys],
+                     fmt_value(value) + ("" if r["value"] is not None or value is None else " (last)"),
                      f"{int(r['duration_s'])} s" if r["duration_s"] is not None else "-",
-                     _fmt(r["run_id"])])
+                     fmt_value(r["run_id"])])
     heads = ["trial", "status", *[k.split(".")[-1] for k in keys], s["metric"], "duration", "run"]
     return _table(rows, heads)
 
@@ -89,7 +84,7 @@ def print_summary(s: dict[str, Any]) -> None:
         print(leaderboard_table(s))
     b = s["best"]
     if b:
-        params = "  ".join(f"{k}={_fmt(v)}" for k, v in b["params"].items())
+        params = "  ".join(f"{k}={fmt_value(v)}" for k, v in b["params"].items())
         print(f"best: trial {b['trial']} (run {b['run_id']}) {s['metric']} {b['value']:.4f}  {params}")
     if s.get("importances"):
         print("importance: " + "  ".join(f"{k} {v:.2f}" for k, v in s["importances"].items()))
@@ -120,7 +115,7 @@ def cmd_sweeps(args, h) -> int:
         print("no sweeps yet: `tuitune sweep PRESET --param training.learning_rate=log:1e-5..1e-3` starts one")
         return 0
     rows = [[i["name"], "running" if i["running"] else "", f"{i.get('finished', '?')}/{i.get('budget', '?')}",
-             i.get("metric", "?"), _fmt(i.get("best")), _fmt(i.get("best_run")), i["parent"] or "", i["storage"]]
+             i.get("metric", "?"), fmt_value(i.get("best")), fmt_value(i.get("best_run")), i["parent"] or "", i["storage"]]
             for i in out]
     print(_table(rows, ["sweep", "", "trials", "metric", "best", "run", "refines", "storage"]))
     return 0
